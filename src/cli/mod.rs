@@ -1,0 +1,97 @@
+//! Command-line front end. Errors print one line and exit with status 2.
+
+mod sign;
+mod tsa;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "segel", version, about = "Signs and verifies administrative documents (PAdES)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sign a PDF with a PAdES signature (incremental update).
+    Sign(Box<sign::SignArgs>),
+    /// Run Segel's RFC 3161 time-stamp authority over HTTP.
+    Tsa(tsa::TsaArgs),
+    /// Development PKI (never for production).
+    #[command(subcommand, name = "dev-pki")]
+    DevPki(DevPkiCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevPkiCommand {
+    /// Create root CA, issuing CA, officials, TSA, seal and audit keys in DIR.
+    Init {
+        dir: PathBuf,
+        /// Base URL of the service, for the CRL distribution point.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base_url: String,
+        /// Organisation named in the seal and officials' certificates.
+        #[arg(long, default_value = "Kementerian Contoh Republik Indonesia")]
+        organisation: String,
+    },
+    /// Revoke a certificate (hex serial) and re-issue the CRL.
+    Revoke {
+        #[arg(long, default_value = "keys-example")]
+        dir: PathBuf,
+        serial: String,
+    },
+}
+
+/// A failure reported to the user as one line.
+pub struct CliError(pub String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Parse arguments, run the subcommand, map errors to exit status 2.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEGEL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = match cli.command {
+        Command::Sign(args) => sign::run(*args),
+        Command::Tsa(args) => tsa::run(args),
+        Command::DevPki(DevPkiCommand::Init { dir, base_url, organisation }) => {
+            let opts = crate::keys::devpki::InitOptions { base_url, organisation, now: time::OffsetDateTime::now_utc() };
+            crate::keys::devpki::DevPki::init(&dir, &opts).map(|_| {
+                eprintln!("development PKI written to {} (never use it in production)", dir.display());
+            }).map_err(CliError::from)
+        }
+        Command::DevPki(DevPkiCommand::Revoke { dir, serial }) => {
+            crate::keys::devpki::DevPki { dir }.revoke(&serial, time::OffsetDateTime::now_utc()).map_err(CliError::from)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(msg)) => {
+            let line = msg.replace('\n', " ");
+            eprintln!("segel: error: {line}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Directory of the development PKI: `SEGEL_KEYS_DIR`, else `./keys-example`.
+pub fn keys_dir() -> PathBuf {
+    std::env::var_os("SEGEL_KEYS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("keys-example"))
+}

@@ -1,0 +1,15 @@
+//! Segel signs and verifies administrative documents (PAdES) for single-window government services.
+//!
+//! The engine (`pdf`, `cms`, `keys`) knows nothing of HTTP or SQL and can be used as a library;
+//! `cli` is the command-line front end.
+
+/// Time as a parameter: the `Clock` every signing and validity decision reads.
+pub mod clock;
+/// Command-line front end (`segel sign`, `segel tsa`, `segel dev-pki`).
+pub mod cli;
+/// CMS SignedData for PAdES (RFC 5652, ETSI EN 319 122-1) and RFC 3161 time-stamp tokens.
+pub mod cms;
+/// The `Signer` trait and its key sources (PEM/PKCS#12 files, development PKI).
+pub mod keys;
+/// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
+pub mod pdf;

@@ -1,0 +1,5 @@
+//! `segel`: thin entry point; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    segel::cli::main()
+}

@@ -1,0 +1,251 @@
+//! Reading a PDF for an incremental update: the checks that decide whether appending is safe.
+
+use super::PdfError;
+use lopdf::{Dictionary, Document, Object, ObjectId};
+
+/// How the newest cross-reference section is written (ISO 32000-1 §7.5.4 and §7.5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XrefKind {
+    /// A classic `xref` table (also the newest section of a hybrid-reference file).
+    Table,
+    /// A cross-reference stream.
+    Stream,
+}
+
+/// A PDF that passed the checks for appending a revision.
+#[derive(Debug)]
+pub struct ParsedPdf {
+    /// The document as lopdf read it (all revisions merged).
+    pub doc: Document,
+    /// Offset of the newest cross-reference section (the last `startxref`).
+    pub startxref: usize,
+    /// Kind of the newest cross-reference section.
+    pub xref_kind: XrefKind,
+    /// The trailer of the newest section (for xref streams: the stream dictionary).
+    pub trailer: Dictionary,
+    /// The next free object number (/Size of the newest trailer).
+    pub size: u32,
+    /// Number of `%%EOF`-terminated revisions seen (an approximation used for messages).
+    pub len: usize,
+}
+
+/// The last `startxref` value of `bytes` and the position of the keyword (ISO 32000-1 §7.5.5).
+pub fn find_startxref(bytes: &[u8]) -> Result<(usize, usize), PdfError> {
+    let tail_start = bytes.len().saturating_sub(2048);
+    let tail = &bytes[tail_start..];
+    let eof = rfind(tail, b"%%EOF").ok_or_else(|| PdfError::Truncated("no %%EOF marker at the end".into()))?;
+    let kw = rfind(&tail[..eof], b"startxref")
+        .ok_or_else(|| PdfError::Truncated("no startxref before the last %%EOF".into()))?;
+    let digits: String = tail[kw + 9..eof]
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let offset: usize =
+        digits.parse().map_err(|_| PdfError::Truncated(format!("startxref value {digits:?} is not a number")))?;
+    if offset >= bytes.len() {
+        return Err(PdfError::XrefDamaged(format!("startxref {offset} points past the end of the file")));
+    }
+    Ok((offset, tail_start + kw))
+}
+
+pub(crate) fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() > hay.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
+}
+
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | 0) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether the section at `offset` is a table or a stream; anything else means the offset is wrong.
+fn xref_kind_at(bytes: &[u8], offset: usize) -> Result<XrefKind, PdfError> {
+    let at = skip_ws(bytes, offset);
+    let rest = &bytes[at..bytes.len().min(at + 64)];
+    if rest.starts_with(b"xref") {
+        return Ok(XrefKind::Table);
+    }
+    // `N G obj` introducing a cross-reference stream.
+    let text = String::from_utf8_lossy(rest);
+    let mut parts = text.split_ascii_whitespace();
+    let is_obj = parts.next().is_some_and(|p| p.parse::<u32>().is_ok())
+        && parts.next().is_some_and(|p| p.parse::<u16>().is_ok())
+        && parts.next().is_some_and(|p| p.starts_with("obj"));
+    if is_obj {
+        Ok(XrefKind::Stream)
+    } else {
+        Err(PdfError::XrefDamaged(format!("startxref {offset} does not point at a cross-reference section")))
+    }
+}
+
+impl ParsedPdf {
+    /// Parse `bytes`, refusing what cannot safely get an incremental update: not a PDF, empty,
+    /// truncated, a wrong startxref, cross-reference data lopdf had to repair, encryption.
+    pub fn parse(bytes: &[u8]) -> Result<Self, PdfError> {
+        if bytes.is_empty() {
+            return Err(PdfError::Empty);
+        }
+        if find(&bytes[..bytes.len().min(1024)], b"%PDF-").is_none() {
+            return Err(PdfError::NotPdf);
+        }
+        let (startxref, _) = find_startxref(bytes)?;
+        let xref_kind = xref_kind_at(bytes, startxref)?;
+        let doc = Document::load_mem(bytes).map_err(|e| {
+            if find(bytes, b"/Encrypt").is_some() {
+                PdfError::Encrypted
+            } else {
+                PdfError::Malformed(e.to_string())
+            }
+        })?;
+        if let Some(recovery) = doc.xref_recovery {
+            return Err(PdfError::XrefDamaged(format!("{recovery:?}")));
+        }
+        if doc.encryption_state.is_some() || doc.trailer.has(b"Encrypt") {
+            return Err(PdfError::Encrypted);
+        }
+        if doc.xref_start != startxref {
+            return Err(PdfError::XrefDamaged(format!(
+                "startxref {startxref} differs from the section read at {}",
+                doc.xref_start
+            )));
+        }
+        let trailer = doc.trailer.clone();
+        let size = trailer
+            .get(b"Size")
+            .ok()
+            .and_then(|s| s.as_i64().ok())
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(|| PdfError::Malformed("the trailer has no valid /Size".into()))?;
+        let size = size.max(doc.max_id + 1);
+        let root = trailer.get(b"Root").and_then(Object::as_reference).map_err(|_| {
+            PdfError::Malformed("the trailer has no /Root reference".into())
+        })?;
+        doc.get_dictionary(root).map_err(|_| PdfError::Malformed(format!("catalog {root:?} is missing")))?;
+        let len = bytes.windows(5).filter(|w| w == b"%%EOF").count();
+        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size, len })
+    }
+
+    /// The catalog's object id.
+    pub fn root_id(&self) -> ObjectId {
+        // `parse` checked /Root is a reference to a dictionary.
+        self.trailer.get(b"Root").and_then(Object::as_reference).unwrap_or((0, 0))
+    }
+
+    /// The catalog dictionary.
+    pub fn catalog(&self) -> Result<&Dictionary, PdfError> {
+        Ok(self.doc.get_dictionary(self.root_id())?)
+    }
+
+    /// Follow a reference (if `obj` is one) to the object it names.
+    pub fn resolve<'a>(&'a self, obj: &'a Object) -> Result<&'a Object, PdfError> {
+        Ok(self.doc.dereference(obj)?.1)
+    }
+
+    /// Page object ids in order.
+    pub fn pages(&self) -> Vec<ObjectId> {
+        self.doc.get_pages().into_values().collect()
+    }
+
+    /// The interactive form dictionary, if any, and the id it lives in when indirect.
+    pub fn acro_form(&self) -> Result<Option<(Option<ObjectId>, Dictionary)>, PdfError> {
+        let catalog = self.catalog()?;
+        match catalog.get(b"AcroForm") {
+            Err(_) => Ok(None),
+            Ok(Object::Reference(id)) => match self.doc.get_object(*id) {
+                Ok(Object::Dictionary(d)) => Ok(Some((Some(*id), d.clone()))),
+                _ => Ok(None),
+            },
+            Ok(Object::Dictionary(d)) => Ok(Some((None, d.clone()))),
+            Ok(_) => Err(PdfError::Malformed("/AcroForm is not a dictionary".into())),
+        }
+    }
+
+    /// All terminal form fields: (fully qualified name, field object id, merged dictionary).
+    pub fn fields(&self) -> Result<Vec<(String, ObjectId, Dictionary)>, PdfError> {
+        let mut out = Vec::new();
+        let Some((_, form)) = self.acro_form()? else { return Ok(out) };
+        let Ok(fields) = form.get(b"Fields") else { return Ok(out) };
+        let fields = self.resolve(fields)?.as_array().map_err(|_| PdfError::Malformed("/Fields is not an array".into()))?;
+        let mut stack: Vec<(String, Object, u32)> =
+            fields.iter().rev().map(|f| (String::new(), f.clone(), 0)).collect();
+        while let Some((prefix, obj, depth)) = stack.pop() {
+            if depth > 32 {
+                return Err(PdfError::Malformed("form field tree nested deeper than 32".into()));
+            }
+            let Ok(id) = obj.as_reference() else { continue };
+            let Ok(dict) = self.doc.get_dictionary(id) else { continue };
+            let partial = dict.get(b"T").ok().and_then(|t| t.as_str().ok()).map(decode_text_string);
+            let name = match (&partial, prefix.is_empty()) {
+                (Some(p), true) => p.clone(),
+                (Some(p), false) => format!("{prefix}.{p}"),
+                (None, _) => prefix.clone(),
+            };
+            let kids = dict.get(b"Kids").ok().and_then(|k| self.resolve(k).ok()).and_then(|k| k.as_array().ok());
+            let has_field_kids = kids.is_some_and(|kids| {
+                kids.iter().any(|k| {
+                    k.as_reference().ok().and_then(|id| self.doc.get_dictionary(id).ok()).is_some_and(|d| d.has(b"T"))
+                })
+            });
+            if let (Some(kids), true) = (kids, has_field_kids) {
+                for k in kids.iter().rev() {
+                    stack.push((name.clone(), k.clone(), depth + 1));
+                }
+            } else {
+                out.push((name, id, dict.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The DocMDP permission level (1, 2 or 3) of a certification signature, if certified
+    /// (ISO 32000-1 §12.8.2.2: /Perms /DocMDP and the signature's /Reference /TransformParams /P).
+    pub fn docmdp_permission(&self) -> Result<Option<i64>, PdfError> {
+        let catalog = self.catalog()?;
+        let Ok(perms) = catalog.get(b"Perms") else { return Ok(None) };
+        let Ok(perms) = self.resolve(perms)?.as_dict() else { return Ok(None) };
+        let Ok(sig) = perms.get(b"DocMDP") else { return Ok(None) };
+        let sig = self.resolve(sig)?.as_dict().map_err(|_| PdfError::Malformed("/Perms /DocMDP is not a dictionary".into()))?;
+        let mut level = 2; // ISO 32000-1 Table 254: /P defaults to 2.
+        if let Ok(refs) = sig.get(b"Reference").and_then(|r| Ok(self.doc.dereference(r)?.1)).and_then(Object::as_array) {
+            for r in refs {
+                let Ok(r) = self.resolve(r).and_then(|r| r.as_dict().map_err(PdfError::from)) else { continue };
+                let method = r.get(b"TransformMethod").and_then(Object::as_name).unwrap_or(b"");
+                if method == b"DocMDP" {
+                    if let Ok(params) = r.get(b"TransformParams").and_then(|p| Ok(self.doc.dereference(p)?.1)).and_then(Object::as_dict) {
+                        if let Ok(p) = params.get(b"P").and_then(Object::as_i64) {
+                            level = p;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Some(level))
+    }
+
+    /// Whether any signature field already holds a signature value.
+    pub fn has_signatures(&self) -> Result<bool, PdfError> {
+        Ok(self.fields()?.iter().any(|(_, _, d)| {
+            d.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig") && d.has(b"V")
+        }))
+    }
+}
+
+/// Decode a PDF text string (ISO 32000-1 §7.9.2.2): UTF-16BE with a BOM, else PDFDocEncoding
+/// (read as Latin-1, which agrees on the printable range).
+pub fn decode_text_string(bytes: &[u8]) -> String {
+    if bytes.len() >= 2 && bytes[0] == 0xFE && bytes[1] == 0xFF {
+        let units: Vec<u16> = bytes[2..].chunks(2).filter(|c| c.len() == 2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        bytes.iter().map(|&b| b as char).collect()
+    }
+}
