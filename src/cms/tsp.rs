@@ -145,12 +145,17 @@ pub struct BuiltinTsa {
     serial: AtomicU64,
 }
 
-/// Policy OID of Segel's development TSA (a UUID-based OID, ITU-T X.667).
-pub const DEV_TSA_POLICY: &str = "2.25.239837214569215361095702867325716042413";
+/// Policy OID of Segel's development TSA, under enterprise number 32473, which RFC 5612 reserves
+/// for documentation and examples.
+pub const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.32473.7345.1";
 
 impl BuiltinTsa {
     /// A TSA signing with `signer` (whose certificate must carry a critical timeStamping EKU).
     pub fn new(signer: Arc<dyn Signer>, policy: &str, clock: Arc<dyn Clock>) -> Result<Self, CmsError> {
+        // const-oid's parser overflows on arcs beyond 32 bits; check them first.
+        if policy.split('.').any(|arc| arc.parse::<u32>().is_err()) {
+            return Err(CmsError::Timestamp(format!("policy {policy} is not an OID with 32-bit arcs")));
+        }
         let policy = der::oid::ObjectIdentifier::new(policy)
             .map_err(|e| CmsError::Timestamp(format!("policy {policy} is not an OID: {e}")))?;
         let leaf = signer
@@ -184,7 +189,7 @@ impl BuiltinTsa {
             version: TspVersion::V1,
             policy: self.policy,
             message_imprint: imprint,
-            serial_number: Int::new(&serial.to_be_bytes()).map_err(enc("serialNumber"))?,
+            serial_number: positive_int(serial)?,
             gen_time,
             accuracy: Some(x509_tsp::Accuracy { seconds: Some(1), millis: None, micros: None }),
             ordering: false,
@@ -227,6 +232,17 @@ impl BuiltinTsa {
             vec![0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x02]
         })
     }
+}
+
+/// A non-negative INTEGER in minimal DER form (X.690 §8.3.2).
+fn positive_int(v: u64) -> Result<Int, CmsError> {
+    let bytes = v.to_be_bytes();
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(7);
+    let mut minimal = bytes[first..].to_vec();
+    if minimal[0] & 0x80 != 0 {
+        minimal.insert(0, 0);
+    }
+    Int::new(&minimal).map_err(enc("serialNumber"))
 }
 
 fn encode_response(status: PkiStatus, token: Option<Vec<u8>>) -> Result<Vec<u8>, CmsError> {

@@ -29,6 +29,8 @@ pub enum PdfError {
     Malformed(String),
     #[error("the document is certified with DocMDP P=1 (no changes allowed); it cannot be signed again")]
     CertifiedNoChanges,
+    #[error("the document is certified (DocMDP P={0}): a new visible signature field is not permitted after certification; sign an existing empty field (--field) or sign invisibly")]
+    CertifiedNewVisibleField(i64),
     #[error("a certification signature must be the first signature; this document is already signed")]
     CertifyAfterSignature,
     #[error("signature field {0:?} already exists and is signed")]

@@ -257,7 +257,8 @@ struct Plan {
 }
 
 fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan, PdfError> {
-    if pdf.docmdp_permission()? == Some(1) {
+    let docmdp = pdf.docmdp_permission()?;
+    if docmdp == Some(1) {
         return Err(PdfError::CertifiedNoChanges);
     }
     if req.certify.is_some() && pdf.has_signatures()? {
@@ -314,6 +315,12 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
         return Ok(Plan { field_name, existing_field, page_id, rect, appearance });
     }
 
+    // ISO 32000-1 §12.8.2.2.2: after certification only the existing fields may be signed; a new
+    // visible field could hide content, so validators (pyHanko, Acrobat) reject it. A new
+    // invisible signature field changes nothing on the page and is accepted.
+    if let (Some(level), false) = (docmdp, matches!(req.visibility, Visibility::Invisible)) {
+        return Err(PdfError::CertifiedNewVisibleField(level));
+    }
     let (page_id, rect, appearance) = match &req.visibility {
         Visibility::Invisible => (first_page, [0.0; 4], None),
         Visibility::Stamp { placement, text } => {

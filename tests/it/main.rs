@@ -1,1 +1,6 @@
+//! Segel's integration tests: one binary so it links once.
 
+mod common;
+mod sign_cli;
+mod sign_interop;
+mod validators;

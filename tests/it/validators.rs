@@ -94,7 +94,9 @@ pub fn require(tool: &str) -> bool {
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let found = {
         let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(tool.to_string()).or_insert_with(|| probe(tool)).clone()
+        map.entry(tool.to_string())
+            .or_insert_with(|| probe(tool))
+            .clone()
     };
     match found {
         Ok(()) => true,
@@ -203,7 +205,10 @@ pub fn pyhanko_validate_opts(
 ) -> PyHankoResult {
     let (status_ok, sigs, output) = run_pyhanko(pdf, trust_roots, other_certs, opts);
     let every_sig_ok = !sigs.is_empty() && sigs.iter().all(signature_ok);
-    PyHankoResult { ok: status_ok && every_sig_ok, output }
+    PyHankoResult {
+        ok: status_ok && every_sig_ok,
+        output,
+    }
 }
 
 /// The per-signature JSON objects printed by the helper, oldest signature
@@ -234,7 +239,10 @@ pub fn pyhanko_signatures_opts(
 ) -> Vec<serde_json::Value> {
     let (_, sigs, output) = run_pyhanko(pdf, trust_roots, other_certs, opts);
     if sigs.is_empty() {
-        eprintln!("pyhanko_validate.py reported no signatures for {}:\n{output}", pdf.display());
+        eprintln!(
+            "pyhanko_validate.py reported no signatures for {}:\n{output}",
+            pdf.display()
+        );
     }
     sigs
 }
@@ -272,7 +280,15 @@ fn run_pyhanko(
         cmd.arg("--validation-time").arg(t);
     }
     let Some(out) = run(&mut cmd) else {
-        return (false, Vec::new(), format!("could not start {} {}", python(), pyhanko_helper().display()));
+        return (
+            false,
+            Vec::new(),
+            format!(
+                "could not start {} {}",
+                python(),
+                pyhanko_helper().display()
+            ),
+        );
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut sigs = Vec::new();
@@ -286,7 +302,11 @@ fn run_pyhanko(
     let mut output = combined(&out);
     output.push_str(&parse_errors);
     output.push_str(&format!("[pyhanko_validate.py {}]\n", out.status));
-    (out.status.success() && parse_errors.is_empty(), sigs, output)
+    (
+        out.status.success() && parse_errors.is_empty(),
+        sigs,
+        output,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -460,22 +480,24 @@ pub fn openssl_ts_reply(query_der: &[u8]) -> Result<Vec<u8>, String> {
     let q = dir.join("q.tsq");
     let r = dir.join("r.tsr");
     std::fs::write(&q, query_der).map_err(|e| e.to_string())?;
-    let out = run(
-        Command::new("openssl")
-            .args(["ts", "-reply", "-config"])
-            .arg(pki("tsa.cnf"))
-            .arg("-queryfile")
-            .arg(&q)
-            .arg("-out")
-            .arg(&r)
-            .env("SEGEL_PKI_DIR", pki(""))
-            .env("TSA_SERIAL", dir.join("tsaserial")),
-    )
+    let out = run(Command::new("openssl")
+        .args(["ts", "-reply", "-config"])
+        .arg(pki("tsa.cnf"))
+        .arg("-queryfile")
+        .arg(&q)
+        .arg("-out")
+        .arg(&r)
+        .env("SEGEL_PKI_DIR", pki(""))
+        .env("TSA_SERIAL", dir.join("tsaserial")))
     .ok_or_else(|| "could not start openssl".to_string())?;
     let result = if out.status.success() {
         std::fs::read(&r).map_err(|e| format!("{e}; openssl said: {}", combined(&out)))
     } else {
-        Err(format!("openssl ts -reply failed ({}): {}", out.status, combined(&out)))
+        Err(format!(
+            "openssl ts -reply failed ({}): {}",
+            out.status,
+            combined(&out)
+        ))
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -529,12 +551,28 @@ mod harness_tests {
         let other_root = pki("untrusted-root.cert.pem");
         let int = pki("intermediate-ca.cert.pem");
         let r = pyhanko_validate(&fixture("signed/signed-once.pdf"), &[&other_root], &[&int]);
-        assert!(!r.ok, "must not be trusted under an unrelated root: {}", r.output);
+        assert!(
+            !r.ok,
+            "must not be trusted under an unrelated root: {}",
+            r.output
+        );
         let (root, int) = roots();
         let r = pyhanko_validate(&fixture("pdf/letter.pdf"), &[&root], &[&int]);
         assert!(!r.ok, "an unsigned file is not ok: {}", r.output);
         let r = pyhanko_validate(&fixture("bad/not-a-pdf.pdf"), &[&root], &[&int]);
         assert!(!r.ok);
+        // DocMDP P=1 violated by a later approval signature: every signature is
+        // cryptographically fine, but pyHanko's bottom line for Sig1 is false.
+        let pdf = fixture("signed/certified-p1-violated.pdf");
+        let r = pyhanko_validate(&pdf, &[&root], &[&int]);
+        assert!(!r.ok, "{}", r.output);
+        let sigs = pyhanko_signatures(&pdf, &[&root], &[&int]);
+        assert_eq!(sigs.len(), 2);
+        assert_eq!(sigs[0]["certification"], "NO_CHANGES");
+        assert_eq!(sigs[0]["intact"], true);
+        assert_eq!(sigs[0]["docmdp_ok"], false);
+        assert_eq!(sigs[0]["modification_level"], "FORM_FILLING");
+        assert_eq!(sigs[1]["ok"], true);
     }
 
     #[test]
@@ -549,9 +587,15 @@ mod harness_tests {
         assert_eq!(sigs[0].field, "Sig1");
         assert!(!sigs[0].total_document_signed);
         assert!(sigs[1].total_document_signed);
-        assert_eq!(sigs[1].certificate.as_deref(), Some("Certificate issuer isn't Trusted."));
+        assert_eq!(
+            sigs[1].certificate.as_deref(),
+            Some("Certificate issuer isn't Trusted.")
+        );
         let (ok, out) = pdfsig(&fixture("pdf/letter.pdf"));
         assert!(!ok, "unsigned file: {out}");
+        // poppler does not evaluate DocMDP: both signatures are "valid" to it.
+        let (ok, out) = pdfsig(&fixture("signed/certified-p1-violated.pdf"));
+        assert!(ok, "{out}");
     }
 
     #[test]
@@ -559,7 +603,11 @@ mod harness_tests {
         if !require("qpdf") {
             return;
         }
-        for f in ["pdf/letter.pdf", "pdf/letter-hybrid.pdf", "signed/signed-twice.pdf"] {
+        for f in [
+            "pdf/letter.pdf",
+            "pdf/letter-hybrid.pdf",
+            "signed/signed-twice.pdf",
+        ] {
             let (ok, out) = qpdf_check(&fixture(f));
             assert!(ok, "{f}: {out}");
         }
@@ -588,7 +636,10 @@ mod harness_tests {
             .unwrap();
         assert!(st.status.success(), "{}", combined(&st));
         let resp = openssl_ts_reply(&std::fs::read(&q).unwrap()).expect("TSA reply");
-        assert!(resp.len() > 500 && resp[0] == 0x30, "DER TimeStampResp expected");
+        assert!(
+            resp.len() > 500 && resp[0] == 0x30,
+            "DER TimeStampResp expected"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
