@@ -65,7 +65,7 @@ pub fn main() -> ExitCode {
         }
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEGEL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEGEL_LOG").unwrap_or_else(|_| "segel=warn".into()))
         .with_writer(std::io::stderr)
         .try_init();
     let result = match cli.command {

@@ -91,6 +91,28 @@ impl ParsedPdf {
     /// Parse `bytes`, refusing what cannot safely get an incremental update: not a PDF, empty,
     /// truncated, a wrong startxref, cross-reference data lopdf had to repair, encryption.
     pub fn parse(bytes: &[u8]) -> Result<Self, PdfError> {
+        Self::parse_with(bytes, None)
+    }
+
+    /// Like [`ParsedPdf::parse`], but the data of large streams is never copied into the
+    /// document model (signing does not read it), so signing a 20 MB scan does not hold the scan
+    /// twice: lopdf reads a same-sized copy of the file in which each large stream is emptied
+    /// (its /Length set to 0 in place, so every offset stays valid) and whose emptied pages are
+    /// never touched. Image and embedded-file data that is still loaded is dropped as well.
+    pub fn parse_lean(bytes: &[u8]) -> Result<Self, PdfError> {
+        match lean_copy(bytes) {
+            Some(lean) => {
+                // Checks on the real bytes first, so errors name the real file's problems.
+                find_startxref(bytes)?;
+                let mut parsed = Self::parse_with(&lean, Some(drop_bulk_data))?;
+                parsed.len = bytes.windows(5).filter(|w| w == b"%%EOF").count();
+                Ok(parsed)
+            }
+            None => Self::parse_with(bytes, Some(drop_bulk_data)),
+        }
+    }
+
+    fn parse_with(bytes: &[u8], filter: Option<lopdf::FilterFunc>) -> Result<Self, PdfError> {
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
@@ -99,7 +121,8 @@ impl ParsedPdf {
         }
         let (startxref, _) = find_startxref(bytes)?;
         let xref_kind = xref_kind_at(bytes, startxref)?;
-        let doc = Document::load_mem(bytes).map_err(|e| {
+        let options = lopdf::LoadOptions { filter, ..Default::default() };
+        let doc = Document::load_mem_with_options(bytes, options).map_err(|e| {
             if find(bytes, b"/Encrypt").is_some() {
                 PdfError::Encrypted
             } else {
@@ -236,6 +259,132 @@ impl ParsedPdf {
         Ok(self.fields()?.iter().any(|(_, _, d)| {
             d.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig") && d.has(b"V")
         }))
+    }
+}
+
+/// Streams at least this long are left out of the document model when signing.
+const BULK_STREAM: usize = 256 * 1024;
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | 0)
+}
+
+/// A large stream found in the raw bytes: where its data starts, its length, and where the
+/// digits of its direct /Length value are.
+struct BulkStream {
+    data: usize,
+    len: usize,
+    digits: usize,
+    digits_len: usize,
+}
+
+/// Find streams of at least [`BULK_STREAM`] bytes whose dictionary has a direct /Length and
+/// whose data is followed by `endstream` exactly there (ISO 32000-1 §7.3.8.1).
+fn bulk_streams(bytes: &[u8]) -> Vec<BulkStream> {
+    let finder = memchr::memmem::Finder::new(b"stream");
+    let length_finder = memchr::memmem::FinderRev::new(b"/Length");
+    let mut found = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = finder.find(&bytes[pos..]) {
+        let kw = pos + i;
+        pos = kw + 6;
+        if kw >= 3 && &bytes[kw - 3..kw] == b"end" {
+            continue;
+        }
+        let mut j = kw;
+        while j > 0 && is_ws(bytes[j - 1]) {
+            j -= 1;
+        }
+        if j < 2 || &bytes[j - 2..j] != b">>" {
+            continue;
+        }
+        let mut data = kw + 6;
+        if bytes.get(data) == Some(&b'\r') {
+            data += 1;
+        }
+        if bytes.get(data) != Some(&b'\n') {
+            continue;
+        }
+        data += 1;
+        let window_start = j.saturating_sub(4096);
+        let Some(l) = length_finder.rfind(&bytes[window_start..j]) else { continue };
+        let mut d = window_start + l + 7;
+        if bytes.get(d).is_some_and(|b| b.is_ascii_alphanumeric()) {
+            continue; // /Length1, /Length2, /LengthX
+        }
+        while d < j && is_ws(bytes[d]) {
+            d += 1;
+        }
+        let digits_start = d;
+        while d < j && bytes[d].is_ascii_digit() {
+            d += 1;
+        }
+        if d == digits_start || d - digits_start > 12 {
+            continue;
+        }
+        let mut after = d;
+        while after < j && is_ws(bytes[after]) {
+            after += 1;
+        }
+        if bytes.get(after).is_some_and(u8::is_ascii_digit) {
+            continue; // an indirect reference `N G R`
+        }
+        let Ok(len) = std::str::from_utf8(&bytes[digits_start..d]).unwrap_or("x").parse::<usize>() else { continue };
+        if len < BULK_STREAM || data + len > bytes.len() {
+            continue;
+        }
+        let mut end = data + len;
+        while end < bytes.len() && end < data + len + 2 && is_ws(bytes[end]) {
+            end += 1;
+        }
+        if !bytes[end..].starts_with(b"endstream") {
+            continue;
+        }
+        found.push(BulkStream { data, len, digits: digits_start, digits_len: d - digits_start });
+        pos = end + 9;
+    }
+    found
+}
+
+/// A copy of `bytes` with every bulk stream emptied in place, or `None` when there is none.
+/// The copy is zero-allocated and the emptied regions are never written, so the kernel backs
+/// them with no memory.
+fn lean_copy(bytes: &[u8]) -> Option<Vec<u8>> {
+    let streams = bulk_streams(bytes);
+    if streams.is_empty() {
+        return None;
+    }
+    let mut lean = vec![0u8; bytes.len()];
+    let mut copied = 0;
+    for s in &streams {
+        lean[copied..s.data].copy_from_slice(&bytes[copied..s.data]);
+        // `/Length 20971520` becomes `/Length 0       `.
+        lean[s.digits] = b'0';
+        lean[s.digits + 1..s.digits + s.digits_len].fill(b' ');
+        let marker = b"endstream\nendobj\n";
+        let n = marker.len().min(s.len);
+        lean[s.data..s.data + n].copy_from_slice(&marker[..n]);
+        copied = s.data + s.len;
+    }
+    lean[copied..].copy_from_slice(&bytes[copied..]);
+    Some(lean)
+}
+
+/// Load filter that replaces the data of image and embedded-file streams by one byte.
+///
+/// lopdf keeps the object it passed in (modified in place) for top-level objects, and the
+/// returned one for objects inside object streams, which are never streams themselves.
+fn drop_bulk_data(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object)> {
+    match object {
+        Object::Stream(stream) => {
+            let bulky = stream.dict.get(b"Subtype").and_then(Object::as_name).is_ok_and(|s| s == b"Image")
+                || stream.dict.get(b"Type").and_then(Object::as_name).is_ok_and(|t| t == b"EmbeddedFile");
+            if bulky && stream.content.len() > 1 {
+                stream.content = vec![0];
+            }
+            Some((id, Object::Null))
+        }
+        other => Some((id, other.clone())),
     }
 }
 

@@ -567,7 +567,7 @@ pub fn sign_pdf(
     req: &SignRequest,
     clock: &dyn Clock,
 ) -> Result<SignedPdf, PdfError> {
-    let parsed = ParsedPdf::parse(&input)?;
+    let parsed = ParsedPdf::parse_lean(&input)?;
     let now = clock.now();
     let plan = plan(&parsed, req, now)?;
     let original_len = input.len();
