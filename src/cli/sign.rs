@@ -91,7 +91,12 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
         std::io::stdin().read_to_end(&mut buf)?;
         Ok(buf)
     } else {
-        std::fs::read(path).map_err(|e| CliError(format!("{}: {e}", path.display())))
+        // Spare capacity for the appended revision, so signing never copies the file.
+        let mut file = std::fs::File::open(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let mut buf = Vec::with_capacity(len + (256 << 10));
+        file.read_to_end(&mut buf).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        Ok(buf)
     }
 }
 

@@ -25,8 +25,6 @@ pub struct ParsedPdf {
     pub trailer: Dictionary,
     /// The next free object number (/Size of the newest trailer).
     pub size: u32,
-    /// Number of `%%EOF`-terminated revisions seen (an approximation used for messages).
-    pub len: usize,
 }
 
 /// The last `startxref` value of `bytes` and the position of the keyword (ISO 32000-1 §7.5.5).
@@ -50,14 +48,11 @@ pub fn find_startxref(bytes: &[u8]) -> Result<(usize, usize), PdfError> {
 }
 
 pub(crate) fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > hay.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
+    memchr::memmem::rfind(hay, needle)
 }
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
@@ -104,9 +99,7 @@ impl ParsedPdf {
             Some(lean) => {
                 // Checks on the real bytes first, so errors name the real file's problems.
                 find_startxref(bytes)?;
-                let mut parsed = Self::parse_with(&lean, Some(drop_bulk_data))?;
-                parsed.len = bytes.windows(5).filter(|w| w == b"%%EOF").count();
-                Ok(parsed)
+                Self::parse_with(&lean, Some(drop_bulk_data))
             }
             None => Self::parse_with(bytes, Some(drop_bulk_data)),
         }
@@ -153,8 +146,7 @@ impl ParsedPdf {
             PdfError::Malformed("the trailer has no /Root reference".into())
         })?;
         doc.get_dictionary(root).map_err(|_| PdfError::Malformed(format!("catalog {root:?} is missing")))?;
-        let len = bytes.windows(5).filter(|w| w == b"%%EOF").count();
-        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size, len })
+        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size })
     }
 
     /// The catalog's object id.
@@ -361,7 +353,9 @@ fn lean_copy(bytes: &[u8]) -> Option<Vec<u8>> {
         // `/Length 20971520` becomes `/Length 0       `.
         lean[s.digits] = b'0';
         lean[s.digits + 1..s.digits + s.digits_len].fill(b' ');
-        let marker = b"endstream\nendobj\n";
+        // The byte after `endobj` is not white space, so a parser skipping white space after
+        // the object stops there instead of running through the zeroed (NUL = white space) data.
+        let marker = b"endstream\nendobj\n%\n~";
         let n = marker.len().min(s.len);
         lean[s.data..s.data + n].copy_from_slice(&marker[..n]);
         copied = s.data + s.len;
