@@ -11,5 +11,7 @@ pub mod cli;
 pub mod cms;
 /// The `Signer` trait and its key sources (PEM/PKCS#12 files, development PKI).
 pub mod keys;
+/// Trust: certificate paths, revocation, and verification of signed PDFs into a report.
+pub mod trust;
 /// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
 pub mod pdf;

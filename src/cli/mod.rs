@@ -2,6 +2,7 @@
 
 mod sign;
 mod tsa;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Sign a PDF with a PAdES signature (incremental update).
     Sign(Box<sign::SignArgs>),
+    /// Verify every signature of a PDF (exit 0 all valid, 1 not, 2 unreadable).
+    Verify(verify::VerifyArgs),
     /// Run Segel's RFC 3161 time-stamp authority over HTTP.
     Tsa(tsa::TsaArgs),
     /// Development PKI (never for production).
@@ -69,6 +72,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     let result = match cli.command {
+        Command::Verify(args) => match verify::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Sign(args) => sign::run(*args),
         Command::Tsa(args) => tsa::run(args),
         Command::DevPki(DevPkiCommand::Init { dir, base_url, organisation }) => {

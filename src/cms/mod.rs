@@ -1,11 +1,15 @@
 //! CMS SignedData for PAdES (RFC 5652 §5, ETSI EN 319 122-1 baseline B) and RFC 3161 time-stamp
 //! tokens, built from the `cms`/`der`/`x509-cert` types rather than hand-assembled DER.
 
+pub mod ber;
 mod builder;
 pub mod oids;
+pub mod parse;
 pub mod tsp;
+pub mod verify;
 
 pub use builder::{PadesSignature, build_pades_cms, signature_algorithm_identifier};
+pub use parse::{DigestKind, SignedCms};
 pub use tsp::{BuiltinTsa, HttpTsa, TimeStamper};
 
 use der::asn1::OctetString;
@@ -23,6 +27,8 @@ pub enum CmsError {
     Certificate(String),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error("malformed CMS: {0}")]
+    Malformed(String),
     #[error("time-stamp authority: {0}")]
     Timestamp(String),
 }

@@ -4,9 +4,11 @@
 
 pub mod anchor;
 pub mod appearance;
+pub mod diff;
 mod fonts;
 pub mod parse;
 pub mod sign;
+pub mod signatures;
 pub mod writer;
 
 pub use parse::ParsedPdf;

@@ -25,6 +25,11 @@ pub struct ParsedPdf {
     pub trailer: Dictionary,
     /// The next free object number (/Size of the newest trailer).
     pub size: u32,
+    /// Large streams left out of `doc` (data offset, length), sorted by offset: their
+    /// `Stream::content` is empty, the data is in the original bytes.
+    pub bulk: Vec<(usize, usize)>,
+    /// Problems tolerated when reading leniently (damaged cross-reference data).
+    pub warnings: Vec<String>,
 }
 
 /// The last `startxref` value of `bytes` and the position of the keyword (ISO 32000-1 §7.5.5).
@@ -86,7 +91,24 @@ impl ParsedPdf {
     /// Parse `bytes`, refusing what cannot safely get an incremental update: not a PDF, empty,
     /// truncated, a wrong startxref, cross-reference data lopdf had to repair, encryption.
     pub fn parse(bytes: &[u8]) -> Result<Self, PdfError> {
-        Self::parse_with(bytes, None)
+        Self::parse_with(bytes, None, true)
+    }
+
+    /// Read a document for verification: large streams are left out as in
+    /// [`ParsedPdf::parse_lean`], and damaged cross-reference data is tolerated (recorded in
+    /// `warnings`) instead of refused, since nothing will be appended.
+    pub fn parse_for_reading(bytes: &[u8]) -> Result<Self, PdfError> {
+        let streams = bulk_streams(bytes);
+        let bulk: Vec<(usize, usize)> = streams.iter().map(|s| (s.data, s.len)).collect();
+        let mut parsed = match lean_copy_of(bytes, &streams) {
+            Some(lean) => {
+                find_startxref(bytes)?;
+                Self::parse_with(&lean, Some(drop_bulk_data), false)?
+            }
+            None => Self::parse_with(bytes, Some(drop_bulk_data), false)?,
+        };
+        parsed.bulk = bulk;
+        Ok(parsed)
     }
 
     /// Like [`ParsedPdf::parse`], but the data of large streams is never copied into the
@@ -95,25 +117,37 @@ impl ParsedPdf {
     /// (its /Length set to 0 in place, so every offset stays valid) and whose emptied pages are
     /// never touched. Image and embedded-file data that is still loaded is dropped as well.
     pub fn parse_lean(bytes: &[u8]) -> Result<Self, PdfError> {
-        match lean_copy(bytes) {
+        let streams = bulk_streams(bytes);
+        let bulk: Vec<(usize, usize)> = streams.iter().map(|s| (s.data, s.len)).collect();
+        let mut parsed = match lean_copy_of(bytes, &streams) {
             Some(lean) => {
                 // Checks on the real bytes first, so errors name the real file's problems.
                 find_startxref(bytes)?;
-                Self::parse_with(&lean, Some(drop_bulk_data))
+                Self::parse_with(&lean, Some(drop_bulk_data), true)?
             }
-            None => Self::parse_with(bytes, Some(drop_bulk_data)),
-        }
+            None => Self::parse_with(bytes, Some(drop_bulk_data), true)?,
+        };
+        parsed.bulk = bulk;
+        Ok(parsed)
     }
 
-    fn parse_with(bytes: &[u8], filter: Option<lopdf::FilterFunc>) -> Result<Self, PdfError> {
+    fn parse_with(bytes: &[u8], filter: Option<lopdf::FilterFunc>, strict: bool) -> Result<Self, PdfError> {
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
         if find(&bytes[..bytes.len().min(1024)], b"%PDF-").is_none() {
             return Err(PdfError::NotPdf);
         }
+        let mut warnings = Vec::new();
         let (startxref, _) = find_startxref(bytes)?;
-        let xref_kind = xref_kind_at(bytes, startxref)?;
+        let xref_kind = match xref_kind_at(bytes, startxref) {
+            Ok(k) => k,
+            Err(e) if !strict => {
+                warnings.push(e.to_string());
+                XrefKind::Table
+            }
+            Err(e) => return Err(e),
+        };
         let options = lopdf::LoadOptions { filter, ..Default::default() };
         let doc = Document::load_mem_with_options(bytes, options).map_err(|e| {
             if find(bytes, b"/Encrypt").is_some() {
@@ -123,16 +157,24 @@ impl ParsedPdf {
             }
         })?;
         if let Some(recovery) = doc.xref_recovery {
-            return Err(PdfError::XrefDamaged(format!("{recovery:?}")));
+            let e = PdfError::XrefDamaged(format!("{recovery:?}"));
+            if strict {
+                return Err(e);
+            }
+            warnings.push(e.to_string());
         }
         if doc.encryption_state.is_some() || doc.trailer.has(b"Encrypt") {
             return Err(PdfError::Encrypted);
         }
         if doc.xref_start != startxref {
-            return Err(PdfError::XrefDamaged(format!(
+            let e = PdfError::XrefDamaged(format!(
                 "startxref {startxref} differs from the section read at {}",
                 doc.xref_start
-            )));
+            ));
+            if strict {
+                return Err(e);
+            }
+            warnings.push(e.to_string());
         }
         let trailer = doc.trailer.clone();
         let size = trailer
@@ -145,8 +187,11 @@ impl ParsedPdf {
         let root = trailer.get(b"Root").and_then(Object::as_reference).map_err(|_| {
             PdfError::Malformed("the trailer has no /Root reference".into())
         })?;
-        doc.get_dictionary(root).map_err(|_| PdfError::Malformed(format!("catalog {root:?} is missing")))?;
-        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size })
+        if doc.get_dictionary(root).is_err() {
+            // The trailer names a catalog the cross-reference data does not locate.
+            return Err(PdfError::XrefDamaged(format!("catalog {} {} R cannot be read at its recorded offset", root.0, root.1)));
+        }
+        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size, bulk: Vec::new(), warnings })
     }
 
     /// The catalog's object id.
@@ -341,14 +386,13 @@ fn bulk_streams(bytes: &[u8]) -> Vec<BulkStream> {
 /// A copy of `bytes` with every bulk stream emptied in place, or `None` when there is none.
 /// The copy is zero-allocated and the emptied regions are never written, so the kernel backs
 /// them with no memory.
-fn lean_copy(bytes: &[u8]) -> Option<Vec<u8>> {
-    let streams = bulk_streams(bytes);
+fn lean_copy_of(bytes: &[u8], streams: &[BulkStream]) -> Option<Vec<u8>> {
     if streams.is_empty() {
         return None;
     }
     let mut lean = vec![0u8; bytes.len()];
     let mut copied = 0;
-    for s in &streams {
+    for s in streams {
         lean[copied..s.data].copy_from_slice(&bytes[copied..s.data]);
         // `/Length 20971520` becomes `/Length 0       `.
         lean[s.digits] = b'0';

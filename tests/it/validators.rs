@@ -132,10 +132,10 @@ fn probe(tool: &str) -> Result<(), String> {
             c.arg("--version");
             (c, format!("{} --version", python()))
         }
-        "pdfsig" => {
-            let mut c = Command::new("pdfsig");
+        "pdfsig" | "pdftoppm" | "pdftotext" => {
+            let mut c = Command::new(tool);
             c.arg("-v");
-            (c, "pdfsig -v".to_string())
+            (c, format!("{tool} -v"))
         }
         "openssl" => {
             let mut c = Command::new("openssl");
