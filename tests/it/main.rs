@@ -4,3 +4,4 @@ mod common;
 mod sign_cli;
 mod sign_interop;
 mod validators;
+mod verify;

@@ -17,6 +17,10 @@ pub fn assert_validators_accept(pdf: &Path, expected_signatures: usize, no_stric
     let others = other_certs();
     let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
     let others: Vec<&Path> = others.iter().map(PathBuf::as_path).collect();
+    // Segel's own verifier, with the development and fixture trust anchors.
+    let report = crate::verify::verify(&std::fs::read(pdf).unwrap(), &crate::verify::default_store());
+    assert!(report.all_valid(), "segel verify {}: {:#?}", pdf.display(), report.signatures);
+    assert_eq!(report.signatures.len(), expected_signatures);
     if validators::require("qpdf") {
         let (ok, out) = validators::qpdf_check(pdf);
         assert!(ok, "qpdf --check {}:\n{out}", pdf.display());
