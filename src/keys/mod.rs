@@ -3,6 +3,7 @@
 
 mod software;
 pub mod devpki;
+pub mod pkcs11;
 
 pub use software::{SoftwareSigner, load_certificates_pem};
 

@@ -109,8 +109,84 @@ pub fn naive_chain(ee: &[u8], pool: &[Vec<u8>]) -> Vec<Vec<u8>> {
     chain
 }
 
+/// A trusted path and the interval in which every certificate of it is valid.
+#[derive(Clone)]
+struct CachedPath {
+    chain: Vec<Vec<u8>>,
+    from: i64,
+    until: i64,
+}
+
+/// Trusted paths found before, keyed by SHA-256 over (end entity, anchors, EKU policy).
+///
+/// Everything webpki checks besides validity periods (signatures, names, constraints, EKU)
+/// does not depend on the time, so a path found trusted stays trusted at any instant inside
+/// all its certificates' validity periods. Revocation is not cached: it is checked per call.
+static PATH_CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedPath>>> =
+    std::sync::OnceLock::new();
+const PATH_CACHE_MAX: usize = 4096;
+
+/// Forget every remembered path (benchmarks of the cold case, tests).
+pub fn clear_path_cache() {
+    if let Some(Ok(mut c)) = PATH_CACHE.get().map(|c| c.lock()) {
+        c.clear();
+    }
+}
+
+fn cache_key(ee: &[u8], anchors: &[Vec<u8>], eku: EkuPolicy) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&[eku as u8]);
+    ctx.update(&(ee.len() as u64).to_be_bytes());
+    ctx.update(ee);
+    for a in anchors {
+        ctx.update(&(a.len() as u64).to_be_bytes());
+        ctx.update(a);
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+fn validity_window(chain: &[Vec<u8>]) -> Option<(i64, i64)> {
+    let mut from = i64::MIN;
+    let mut until = i64::MAX;
+    for c in chain {
+        let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
+        from = from.max(cert.validity().not_before.timestamp());
+        until = until.min(cert.validity().not_after.timestamp());
+    }
+    Some((from, until))
+}
+
 /// Validate `ee` at `at` against `anchors`, with `intermediates` as candidate issuers.
+/// Trusted paths are remembered (see [`PATH_CACHE`]), so verifying many letters from the same
+/// officials does not repeat the CA signature checks.
 pub fn validate_chain(
+    ee: &[u8],
+    intermediates: &[Vec<u8>],
+    anchors: &[Vec<u8>],
+    at: OffsetDateTime,
+    eku: EkuPolicy,
+) -> ChainOutcome {
+    let key = cache_key(ee, anchors, eku);
+    let cache = PATH_CACHE.get_or_init(Default::default);
+    let t = at.unix_timestamp();
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if hit.from <= t && t <= hit.until {
+            return ChainOutcome { chain: hit.chain, trusted: true, problem: None };
+        }
+    }
+    let outcome = validate_chain_uncached(ee, intermediates, anchors, at, eku);
+    if outcome.trusted {
+        if let (Some((from, until)), Ok(mut c)) = (validity_window(&outcome.chain), cache.lock()) {
+            if c.len() >= PATH_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(key, CachedPath { chain: outcome.chain.clone(), from, until });
+        }
+    }
+    outcome
+}
+
+fn validate_chain_uncached(
     ee: &[u8],
     intermediates: &[Vec<u8>],
     anchors: &[Vec<u8>],
