@@ -1,5 +1,6 @@
 //! Command-line front end. Errors print one line and exit with status 2.
 
+mod keys;
 mod sign;
 mod tsa;
 mod verify;
@@ -23,6 +24,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Run Segel's RFC 3161 time-stamp authority over HTTP.
     Tsa(tsa::TsaArgs),
+    /// Officials' signing keys: generate, import certificates or PKCS#12, list, re-wrap.
+    Keys(keys::KeysArgs),
     /// Development PKI (never for production).
     #[command(subcommand, name = "dev-pki")]
     DevPki(DevPkiCommand),
@@ -39,6 +42,22 @@ enum DevPkiCommand {
         /// Organisation named in the seal and officials' certificates.
         #[arg(long, default_value = "Kementerian Contoh Republik Indonesia")]
         organisation: String,
+    },
+    /// Issue a key and certificate for another official (written under officials/ID).
+    Issue {
+        #[arg(long, default_value = "keys-example")]
+        dir: PathBuf,
+        /// File stem under officials/.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        cn: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long, default_value = "")]
+        nip: String,
+        #[arg(long, default_value = "p256")]
+        algorithm: crate::keys::devpki::KeyAlgorithm,
     },
     /// Revoke a certificate (hex serial) and re-issue the CRL.
     Revoke {
@@ -77,12 +96,24 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Sign(args) => sign::run(*args),
+        Command::Keys(args) => keys::run(args),
         Command::Tsa(args) => tsa::run(args),
         Command::DevPki(DevPkiCommand::Init { dir, base_url, organisation }) => {
             let opts = crate::keys::devpki::InitOptions { base_url, organisation, now: time::OffsetDateTime::now_utc() };
             crate::keys::devpki::DevPki::init(&dir, &opts).map(|_| {
                 eprintln!("development PKI written to {} (never use it in production)", dir.display());
             }).map_err(CliError::from)
+        }
+        Command::DevPki(DevPkiCommand::Issue { dir, id, cn, title, nip, algorithm }) => {
+            let spec = crate::keys::devpki::OfficialSpec { id: id.clone(), name: cn, title, nip, algorithm };
+            crate::keys::devpki::DevPki { dir: dir.clone() }
+                .issue_official(&spec, time::OffsetDateTime::now_utc())
+                .map(|der| {
+                    let serial = x509_parser::parse_x509_certificate(&der).map(|(_, c)| c.raw_serial_as_string().replace(':', "")).unwrap_or_default();
+                    println!("{serial}");
+                    eprintln!("issued {}/officials/{id}.pem (serial {serial})", dir.display());
+                })
+                .map_err(CliError::from)
         }
         Command::DevPki(DevPkiCommand::Revoke { dir, serial }) => {
             crate::keys::devpki::DevPki { dir }.revoke(&serial, time::OffsetDateTime::now_utc()).map_err(CliError::from)

@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("keysource").required(true).args(["key", "p12"])))]
+#[command(group(clap::ArgGroup::new("keysource").required(true).args(["key", "p12", "official"])))]
 pub struct SignArgs {
     /// Input PDF, or - for standard input.
     input: PathBuf,
@@ -29,6 +29,16 @@ pub struct SignArgs {
     /// PKCS#12 file with key and chain; password from SEGEL_P12_PASSWORD or a prompt.
     #[arg(long, conflicts_with_all = ["key", "cert"])]
     p12: Option<PathBuf>,
+    /// Sign with an official's key from the encrypted keystore (passphrase: SEGEL_PASSPHRASE
+    /// or a prompt). Expired, not yet valid, revoked (per --crl) or disabled keys are refused.
+    #[arg(long, conflicts_with_all = ["key", "cert", "p12"])]
+    official: Option<String>,
+    /// Keystore directory for --official.
+    #[arg(long, env = "SEGEL_KEYSTORE", default_value = "data/keys")]
+    keystore: PathBuf,
+    /// CRLs consulted before signing with --official; repeatable.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
     /// Sign RSA keys with RSASSA-PSS instead of PKCS#1 v1.5.
     #[arg(long)]
     pss: bool,
@@ -130,6 +140,18 @@ fn p12_password() -> Result<zeroize::Zeroizing<String>, CliError> {
 }
 
 fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
+    if let Some(official) = &args.official {
+        let store = crate::keys::keystore::FileKeyStore::open(&args.keystore)?;
+        let mut crls = Vec::new();
+        for c in &args.crl {
+            let mut ts = crate::trust::TrustStore::default();
+            ts.add_crl(c)?;
+            crls.extend(ts.crls);
+        }
+        let pp = super::keys::passphrase("SEGEL_PASSPHRASE", &format!("Signing passphrase for {official}"), false)?;
+        let events = crate::keys::keystore::LogEvents;
+        return Ok(store.unlock(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events)?);
+    }
     if let Some(p12) = &args.p12 {
         let data = std::fs::read(p12).map_err(|e| CliError(format!("{}: {e}", p12.display())))?;
         return Ok(SoftwareSigner::from_pkcs12(&data, &p12_password()?, args.pss)?);

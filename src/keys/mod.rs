@@ -3,6 +3,7 @@
 
 mod software;
 pub mod devpki;
+pub mod keystore;
 pub mod pkcs11;
 
 pub use software::{SoftwareSigner, load_certificates_pem};
@@ -97,6 +98,12 @@ pub enum KeyError {
     Pkcs12(String),
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error("wrong passphrase (or the stored key is damaged)")]
+    WrongPassphrase,
+    #[error("the key is disabled")]
+    Disabled,
+    #[error("the signing certificate cannot be used: {0}")]
+    CertificateState(String),
     #[error("key store unavailable: {0}")]
     Unavailable(String),
 }

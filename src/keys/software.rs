@@ -115,6 +115,13 @@ impl SoftwareSigner {
     }
 }
 
+impl SoftwareSigner {
+    /// The certificate chain (signer first), as DER.
+    pub fn chain_ders(&self) -> Vec<Vec<u8>> {
+        self.chain.clone()
+    }
+}
+
 impl Signer for SoftwareSigner {
     fn algorithm(&self) -> SignatureAlgorithm {
         self.algorithm

@@ -1,6 +1,8 @@
 //! Segel's integration tests: one binary so it links once.
 
 mod common;
+mod keys;
+mod pkcs11;
 mod sign_cli;
 mod sign_interop;
 mod validators;

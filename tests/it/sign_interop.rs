@@ -346,22 +346,8 @@ fn spawn_openssl_tsa() -> String {
             }
             let mut body = vec![0u8; len];
             reader.read_exact(&mut body).unwrap();
-            let dir = tempdir();
-            let q = dir.path().join("q.tsq");
-            let r = dir.path().join("r.tsr");
-            std::fs::write(&q, &body).unwrap();
-            let status = std::process::Command::new("openssl")
-                .args(["ts", "-reply", "-config"])
-                .arg(root().join("fixtures/pki/tsa.cnf"))
-                .arg("-queryfile")
-                .arg(&q)
-                .arg("-out")
-                .arg(&r)
-                .current_dir(root())
-                .output()
-                .unwrap();
-            assert!(status.status.success(), "openssl ts: {}", String::from_utf8_lossy(&status.stderr));
-            let resp = std::fs::read(&r).unwrap();
+            // `openssl ts -reply` with the fixture TSA; its serial file lives in a temp dir.
+            let resp = validators::openssl_ts_reply(&body).expect("openssl ts");
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

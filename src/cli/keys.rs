@@ -1,0 +1,158 @@
+//! `segel keys`: officials' keys in the encrypted keystore (and, with --hsm-*, in a PKCS#11
+//! token): generate with a CSR, import the issued certificate or a PKCS#12, list, re-wrap.
+
+use super::CliError;
+use crate::keys::devpki::KeyAlgorithm;
+use crate::keys::keystore::{FileKeyStore, KdfParams, KeyLocation, LogEvents, Passphrase, days_to_expiry};
+use crate::keys::load_certificates_pem;
+use clap::Subcommand;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct KeysArgs {
+    /// Keystore directory.
+    #[arg(long, global = true, env = "SEGEL_KEYSTORE", default_value = "data/keys")]
+    keystore: PathBuf,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Generate an official's key and write a PKCS#10 CSR for the CA.
+    New {
+        #[arg(long)]
+        official: String,
+        #[arg(long, default_value = "p256")]
+        algorithm: KeyAlgorithm,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long, default_value = "")]
+        nip: String,
+        #[arg(long, default_value = "Kementerian Contoh Republik Indonesia")]
+        organisation: String,
+        /// Where to write the CSR (PEM); default OFFICIAL.csr.pem in the keystore.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+    },
+    /// Attach the certificate (and chain) the CA issued for an official's key.
+    ImportCert {
+        official: String,
+        chain: PathBuf,
+        /// Trust anchors the chain must reach (default: the development root).
+        #[arg(long)]
+        trust: Vec<PathBuf>,
+    },
+    /// Import a key and chain delivered as PKCS#12 (password: SEGEL_P12_PASSWORD or a prompt).
+    ImportP12 { official: String, file: PathBuf },
+    /// Show every key: official, algorithm, location, certificate, expiry, status.
+    List,
+    /// Re-wrap an official's key under a new passphrase.
+    Passphrase { official: String },
+    /// Refuse signing with an official's key.
+    Disable { official: String },
+    /// Allow signing with a disabled key again.
+    Enable { official: String },
+}
+
+/// A passphrase from `var`, else asked on the terminal (twice when `confirm`).
+pub fn passphrase(var: &str, prompt: &str, confirm: bool) -> Result<Passphrase, CliError> {
+    if let Ok(p) = std::env::var(var) {
+        return Ok(Passphrase::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError(format!("set {var} (no terminal to ask for the passphrase)")));
+    }
+    let p = rpassword::prompt_password(format!("{prompt}: "))?;
+    if confirm && rpassword::prompt_password(format!("{prompt} (again): "))? != p {
+        return Err(CliError("the passphrases differ".into()));
+    }
+    if p.chars().count() < 8 {
+        return Err(CliError("a signing passphrase needs at least 8 characters".into()));
+    }
+    Ok(Passphrase::new(p))
+}
+
+/// Argon2id parameters: the recommended ones, unless SEGEL_INSECURE_FAST_KDF=1 (tests only).
+pub fn kdf() -> KdfParams {
+    if std::env::var("SEGEL_INSECURE_FAST_KDF").is_ok_and(|v| v == "1") {
+        tracing::warn!("SEGEL_INSECURE_FAST_KDF=1: keys are sealed with test-only Argon2 parameters");
+        KdfParams::insecure_fast()
+    } else {
+        KdfParams::recommended()
+    }
+}
+
+pub fn run(args: KeysArgs) -> Result<(), CliError> {
+    let store = FileKeyStore::open(&args.keystore)?;
+    let now = time::OffsetDateTime::now_utc();
+    match args.command {
+        KeysCommand::New { official, algorithm, name, title, nip, organisation, csr } => {
+            let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
+            let pem = store.generate(&official, algorithm, (&name, &title, &nip, &organisation), &pp, &kdf(), now, &LogEvents)?;
+            let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
+            super::sign::write_output(&path, pem.as_bytes())?;
+            eprintln!("key for {official} ({algorithm:?}) sealed in {}; CSR written to {}", args.keystore.display(), path.display());
+        }
+        KeysCommand::ImportCert { official, chain, trust } => {
+            let certs = load_certificates_pem(&std::fs::read(&chain).map_err(|e| CliError(format!("{}: {e}", chain.display())))?)?;
+            let mut anchors = crate::trust::TrustStore::default();
+            let trust = if trust.is_empty() { vec![super::keys_dir().join("root-ca.pem")] } else { trust };
+            for t in &trust {
+                anchors.add_certificates(t)?;
+            }
+            let mut all = certs.clone();
+            all.extend(anchors.intermediates.iter().cloned());
+            store.import_certificate(&official, all, &anchors.anchors, now, &LogEvents)?;
+            eprintln!("certificate imported for {official}");
+        }
+        KeysCommand::ImportP12 { official, file } => {
+            let data = std::fs::read(&file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+            let password = match std::env::var("SEGEL_P12_PASSWORD") {
+                Ok(p) => p,
+                Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password("PKCS#12 password: ")?,
+                Err(_) => return Err(CliError("set SEGEL_P12_PASSWORD (no terminal to ask for it)".into())),
+            };
+            let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
+            store.import_p12(&official, &data, &password, &pp, &kdf(), now, &LogEvents)?;
+            eprintln!("PKCS#12 imported for {official} and sealed under the signing passphrase");
+        }
+        KeysCommand::List => {
+            println!("{:<16} {:<8} {:<9} {:<9} {:<6} {}", "OFFICIAL", "ALG", "LOCATION", "STATUS", "DAYS", "CERTIFICATE (subject | issuer | expiry)");
+            for r in store.list()? {
+                let location = match r.location {
+                    KeyLocation::Keystore { .. } => "keystore",
+                    KeyLocation::Hsm { .. } => "hsm",
+                };
+                let (cert, days) = match &r.chain_pem {
+                    Some(pem) => {
+                        let der = load_certificates_pem(pem.as_bytes())?.remove(0);
+                        let (_, c) = x509_parser::parse_x509_certificate(&der).map_err(|e| CliError(e.to_string()))?;
+                        (format!("{} | {} | {}", c.subject(), c.issuer(), c.validity().not_after), days_to_expiry(pem, now))
+                    }
+                    None => ("(no certificate yet: import the CA's answer to the CSR)".into(), None),
+                };
+                let status = match (r.disabled, days) {
+                    (true, _) => "disabled",
+                    (false, Some(d)) if d < 0 => "expired",
+                    (false, None) => "pending",
+                    _ => "active",
+                };
+                let days = days.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+                println!("{:<16} {:<8} {:<9} {:<9} {:<6} {}", r.id, format!("{:?}", r.algorithm).to_lowercase(), location, status, days, cert);
+            }
+        }
+        KeysCommand::Passphrase { official } => {
+            let old = passphrase("SEGEL_PASSPHRASE", &format!("Current passphrase for {official}"), false)?;
+            let new = passphrase("SEGEL_NEW_PASSPHRASE", &format!("New passphrase for {official}"), true)?;
+            store.change_passphrase(&official, &old, &new, &kdf(), &LogEvents)?;
+            eprintln!("passphrase changed for {official}; key and certificate unchanged");
+        }
+        KeysCommand::Disable { official } => store.set_disabled(&official, true, &LogEvents)?,
+        KeysCommand::Enable { official } => store.set_disabled(&official, false, &LogEvents)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! The encrypted software keystore: each official's PKCS#8 private key sealed with AES-256-GCM
+//! under a key derived from the official's signing passphrase with Argon2id (RFC 9106). The
+//! key id is the AEAD's associated data, so a sealed key copied to another official's record
+//! does not open. Decrypted keys exist only in zeroizing buffers while a signer is alive.
+
+use super::devpki::{KeyAlgorithm, generate_pkcs8, official_dn, rcgen_key};
+use super::{KeyError, Signer, SoftwareSigner, certificate_public_key};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// A signing passphrase. It never prints, and is wiped when dropped.
+#[derive(Clone)]
+pub struct Passphrase(Zeroizing<String>);
+
+impl Passphrase {
+    pub fn new(s: impl Into<String>) -> Self {
+        Passphrase(Zeroizing::new(s.into()))
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
+/// Argon2id parameters, stored with each sealed key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    /// Base64 salt (16 random bytes per sealing).
+    #[serde(default)]
+    pub salt: String,
+}
+
+impl KdfParams {
+    /// Sized for about half a second and 64 MiB on the service's 2-core machine.
+    pub fn recommended() -> Self {
+        KdfParams { m_cost_kib: 64 * 1024, t_cost: 4, p_cost: 1, salt: String::new() }
+    }
+
+    /// Cheap parameters for tests only.
+    pub fn insecure_fast() -> Self {
+        KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1, salt: String::new() }
+    }
+
+    fn derive(&self, passphrase: &Passphrase) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+        let salt = B64.decode(&self.salt).map_err(|_| KeyError::Format("keystore: bad salt".into()))?;
+        let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| KeyError::Format(format!("keystore: Argon2 parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(passphrase.bytes(), &salt, out.as_mut())
+            .map_err(|e| KeyError::Format(format!("keystore: Argon2: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// A PKCS#8 private key sealed under a passphrase.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SealedKey {
+    pub version: u32,
+    pub key_id: String,
+    pub kdf: KdfParams,
+    /// Base64 96-bit nonce.
+    pub nonce: String,
+    /// Base64 AES-256-GCM ciphertext with its tag.
+    pub ciphertext: String,
+}
+
+fn aad(key_id: &str) -> Vec<u8> {
+    format!("segel/keystore/v1/{key_id}").into_bytes()
+}
+
+fn aead_key(k: &[u8; 32]) -> Result<LessSafeKey, KeyError> {
+    UnboundKey::new(&AES_256_GCM, k).map(LessSafeKey::new).map_err(|_| KeyError::Format("keystore: AEAD key".into()))
+}
+
+/// Seal `pkcs8` for `key_id` under `passphrase`, with fresh salt and nonce.
+#[tracing::instrument(skip_all, fields(key_id))]
+pub fn seal(key_id: &str, pkcs8: &[u8], passphrase: &Passphrase, kdf: &KdfParams) -> Result<SealedKey, KeyError> {
+    let rng = SystemRandom::new();
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    rng.fill(&mut salt).map_err(|_| KeyError::Format("no randomness".into()))?;
+    rng.fill(&mut nonce).map_err(|_| KeyError::Format("no randomness".into()))?;
+    let kdf = KdfParams { salt: B64.encode(salt), ..kdf.clone() };
+    let k = kdf.derive(passphrase)?;
+    let mut buf = pkcs8.to_vec();
+    aead_key(&k)?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(key_id)), &mut buf)
+        .map_err(|_| KeyError::Format("keystore: sealing failed".into()))?;
+    Ok(SealedKey { version: 1, key_id: key_id.into(), kdf, nonce: B64.encode(nonce), ciphertext: B64.encode(buf) })
+}
+
+/// Open a sealed key for `key_id`. A wrong passphrase, a tampered ciphertext and a key sealed
+/// for another id all fail the same way (AES-GCM cannot tell them apart).
+#[tracing::instrument(skip_all, fields(key_id))]
+pub fn unseal(sealed: &SealedKey, key_id: &str, passphrase: &Passphrase) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    if sealed.version != 1 {
+        return Err(KeyError::Format(format!("keystore: unknown version {}", sealed.version)));
+    }
+    let nonce: [u8; 12] = B64
+        .decode(&sealed.nonce)
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(|| KeyError::Format("keystore: bad nonce".into()))?;
+    let mut buf = Zeroizing::new(B64.decode(&sealed.ciphertext).map_err(|_| KeyError::Format("keystore: bad ciphertext".into()))?);
+    let k = sealed.kdf.derive(passphrase)?;
+    let plain_len = aead_key(&k)?
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(key_id)), &mut buf)
+        .map_err(|_| KeyError::WrongPassphrase)?
+        .len();
+    buf.truncate(plain_len);
+    Ok(buf)
+}
+
+/// Where a key lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum KeyLocation {
+    Keystore { sealed: SealedKey },
+    Hsm { module: PathBuf, token_label: String, key_label: String, pin_env: Option<String>, pin_file: Option<PathBuf> },
+}
+
+/// One official's key record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub nip: Option<String>,
+    pub algorithm: KeyAlgorithm,
+    pub location: KeyLocation,
+    /// Base64 DER SubjectPublicKeyInfo.
+    pub public_key: String,
+    /// The issued certificate and its CAs (PEM), once imported.
+    pub chain_pem: Option<String>,
+    pub disabled: bool,
+    pub created: i64,
+}
+
+/// Something to record key events in (the service writes them to the audit log).
+pub trait KeyEvents {
+    fn record(&self, official: &str, event: &str, detail: &str);
+}
+
+/// Key events written to the log only (the CLI before the service's audit log exists).
+pub struct LogEvents;
+
+impl KeyEvents for LogEvents {
+    fn record(&self, official: &str, event: &str, detail: &str) {
+        tracing::info!(official, event, detail, "key event");
+    }
+}
+
+fn spki_key_bits(spki_der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok()?;
+    Some(spki.subject_public_key.data.to_vec())
+}
+
+/// A directory of key records (`<id>.json`), written atomically.
+pub struct FileKeyStore {
+    pub dir: PathBuf,
+}
+
+/// What an official's certificate says about itself, for lifecycle checks.
+fn check_certificate_state(leaf: &[u8], at: OffsetDateTime, chain: &[Vec<u8>], crls: &[Vec<u8>]) -> Result<(), KeyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| KeyError::Certificate(e.to_string()))?;
+    let t = at.unix_timestamp();
+    if t < cert.validity().not_before.timestamp() {
+        return Err(KeyError::CertificateState(format!("the certificate is not valid before {}", cert.validity().not_before)));
+    }
+    if t > cert.validity().not_after.timestamp() {
+        return Err(KeyError::CertificateState(format!("the certificate expired on {}", cert.validity().not_after)));
+    }
+    if let Some(issuer) = chain.get(1) {
+        let mut data = crate::trust::revocation::RevocationData::default();
+        data.crls = crls.iter().map(|c| (c.clone(), crate::trust::RevocationSource::Crl)).collect();
+        if let crate::trust::RevocationStatus::Revoked { time, .. } = crate::trust::revocation::status(leaf, issuer, &data) {
+            return Err(KeyError::CertificateState(format!("the certificate was revoked on {time}")));
+        }
+    }
+    Ok(())
+}
+
+impl FileKeyStore {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, KeyError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| KeyError::Format(format!("{}: {e}", dir.display())))?;
+        Ok(FileKeyStore { dir })
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, KeyError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || id.starts_with('.') {
+            return Err(KeyError::Format(format!("official id {id:?} may use letters, digits, '-', '_' and '.'")));
+        }
+        Ok(self.dir.join(format!("{id}.json")))
+    }
+
+    pub fn get(&self, id: &str) -> Result<KeyRecord, KeyError> {
+        let p = self.path(id)?;
+        let data = std::fs::read(&p).map_err(|_| KeyError::Format(format!("no key for official {id:?}")))?;
+        serde_json::from_slice(&data).map_err(|e| KeyError::Format(format!("{}: {e}", p.display())))
+    }
+
+    pub fn put(&self, record: &KeyRecord) -> Result<(), KeyError> {
+        use std::io::Write;
+        let p = self.path(&record.id)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| KeyError::Format(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| KeyError::Format(e.to_string()))?;
+        tmp.write_all(&json).and_then(|_| tmp.as_file().sync_all()).map_err(|e| KeyError::Format(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600));
+        }
+        tmp.persist(&p).map_err(|e| KeyError::Format(format!("{}: {}", p.display(), e.error)))?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        let mut out = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&self.dir).map_err(|e| KeyError::Format(e.to_string()))?.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Some(id) = p.file_stem().and_then(|s| s.to_str()) {
+                    out.push(self.get(id)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Generate a software key for an official, seal it, store it, and return the PKCS#10 CSR
+    /// (PEM) whose subject carries the name, title and NIP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate(
+        &self,
+        id: &str,
+        alg: KeyAlgorithm,
+        identity: (&str, &str, &str, &str),
+        passphrase: &Passphrase,
+        kdf: &KdfParams,
+        now: OffsetDateTime,
+        events: &dyn KeyEvents,
+    ) -> Result<String, KeyError> {
+        if self.path(id)?.exists() {
+            return Err(KeyError::Format(format!("official {id:?} already has a key")));
+        }
+        let (name, title, nip, org) = identity;
+        let pkcs8 = generate_pkcs8(alg)?;
+        let key = rcgen_key(&pkcs8, alg)?;
+        let params = {
+            let mut p = rcgen::CertificateParams::default();
+            p.distinguished_name = official_dn(name, title, nip, org);
+            p
+        };
+        let csr = params.serialize_request(&key).map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr_pem = csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let record = KeyRecord {
+            id: id.into(),
+            name: Some(name.into()),
+            title: Some(title.into()),
+            nip: Some(nip.into()),
+            algorithm: alg,
+            location: KeyLocation::Keystore { sealed: seal(id, &pkcs8, passphrase, kdf)? },
+            public_key: B64.encode(rcgen::PublicKeyData::subject_public_key_info(&key)),
+            chain_pem: None,
+            disabled: false,
+            created: now.unix_timestamp(),
+        };
+        self.put(&record)?;
+        events.record(id, "key.created", &format!("{alg:?} in the keystore"));
+        Ok(csr_pem)
+    }
+
+    /// Attach the issued certificate and chain after checking it carries this key and chains
+    /// to one of `anchors` at `now`.
+    pub fn import_certificate(&self, id: &str, chain: Vec<Vec<u8>>, anchors: &[Vec<u8>], now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
+        let mut record = self.get(id)?;
+        let leaf = chain.first().ok_or_else(|| KeyError::Certificate("the file holds no certificate".into()))?;
+        let spki = B64.decode(&record.public_key).map_err(|_| KeyError::Format("bad stored public key".into()))?;
+        if spki_key_bits(&spki) != Some(certificate_public_key(leaf)?) {
+            return Err(KeyError::CertificateMismatch);
+        }
+        let outcome = crate::trust::validate_chain(leaf, &chain[1..], anchors, now, crate::trust::EkuPolicy::DocumentSigning);
+        if !outcome.trusted {
+            return Err(KeyError::Certificate(format!("the certificate does not chain to a configured anchor: {:?}", outcome.problem)));
+        }
+        let pem: String = outcome.chain.iter().map(|c| super::devpki::cert_pem(c)).collect();
+        record.chain_pem = Some(pem);
+        self.put(&record)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        events.record(id, "key.certificate_imported", &format!("{} serial {}", cert.subject(), cert.raw_serial_as_string()));
+        Ok(())
+    }
+
+    /// Import a key and chain delivered as PKCS#12, re-sealed under the official's passphrase.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_p12(&self, id: &str, data: &[u8], password: &str, passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
+        let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password)
+            .map_err(|e| KeyError::Pkcs12(format!("cannot open (wrong password or unsupported encryption): {e}")))?;
+        let [bag] = archive.keys.as_slice() else {
+            return Err(KeyError::Pkcs12("the file must hold exactly one private key".into()));
+        };
+        let pkcs8 = Zeroizing::new(bag.key.as_der().to_vec());
+        let signer = SoftwareSigner::from_pkcs12(data, password, false)?;
+        let chain = signer.chain_ders();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let alg = match signer.algorithm() {
+            super::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::P256,
+            super::SignatureAlgorithm::EcdsaP384Sha384 => KeyAlgorithm::P384,
+            _ if signer.max_signature_len() > 256 => KeyAlgorithm::Rsa3072,
+            _ => KeyAlgorithm::Rsa2048,
+        };
+        let record = KeyRecord {
+            id: id.into(),
+            name: leaf.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_string),
+            title: None,
+            nip: None,
+            algorithm: alg,
+            location: KeyLocation::Keystore { sealed: seal(id, &pkcs8, passphrase, kdf)? },
+            public_key: B64.encode(leaf.public_key().raw),
+            chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
+            disabled: false,
+            created: now.unix_timestamp(),
+        };
+        self.put(&record)?;
+        events.record(id, "key.imported_pkcs12", &leaf.subject().to_string());
+        Ok(())
+    }
+
+    /// Re-seal under a new passphrase; the key and its certificate do not change.
+    pub fn change_passphrase(&self, id: &str, old: &Passphrase, new: &Passphrase, kdf: &KdfParams, events: &dyn KeyEvents) -> Result<(), KeyError> {
+        let mut record = self.get(id)?;
+        let KeyLocation::Keystore { sealed } = &record.location else {
+            return Err(KeyError::Unsupported("the key lives in an HSM; change the token PIN there".into()));
+        };
+        let pkcs8 = match unseal(sealed, id, old) {
+            Ok(k) => k,
+            Err(e) => {
+                events.record(id, "key.unlock_failed", "passphrase change");
+                return Err(e);
+            }
+        };
+        record.location = KeyLocation::Keystore { sealed: seal(id, &pkcs8, new, kdf)? };
+        self.put(&record)?;
+        events.record(id, "key.passphrase_changed", "");
+        Ok(())
+    }
+
+    pub fn set_disabled(&self, id: &str, disabled: bool, events: &dyn KeyEvents) -> Result<(), KeyError> {
+        let mut record = self.get(id)?;
+        record.disabled = disabled;
+        self.put(&record)?;
+        events.record(id, if disabled { "key.disabled" } else { "key.enabled" }, "");
+        Ok(())
+    }
+
+    /// Unlock an official's software key for signing, refusing disabled keys and certificates
+    /// that are expired, not yet valid, or revoked according to `crls`.
+    #[tracing::instrument(skip_all, fields(id))]
+    pub fn unlock(&self, id: &str, passphrase: &Passphrase, pss: bool, now: OffsetDateTime, crls: &[Vec<u8>], events: &dyn KeyEvents) -> Result<SoftwareSigner, KeyError> {
+        let record = self.get(id)?;
+        if record.disabled {
+            return Err(KeyError::Disabled);
+        }
+        let chain_pem = record.chain_pem.as_deref().ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
+        let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
+        check_certificate_state(&chain[0], now, &chain, crls)?;
+        let KeyLocation::Keystore { sealed } = &record.location else {
+            return Err(KeyError::Unsupported("the key lives in an HSM".into()));
+        };
+        let pkcs8 = unseal(sealed, id, passphrase).inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
+        SoftwareSigner::from_pkcs8(&pkcs8, chain, pss)
+    }
+
+    /// Path of a record, for messages.
+    pub fn record_path(&self, id: &str) -> Option<PathBuf> {
+        self.path(id).ok()
+    }
+}
+
+/// Days until the certificate in `chain_pem` expires (negative when expired).
+pub fn days_to_expiry(chain_pem: &str, now: OffsetDateTime) -> Option<i64> {
+    let der = super::load_certificates_pem(chain_pem.as_bytes()).ok()?.into_iter().next()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((c.validity().not_after.timestamp() - now.unix_timestamp()).div_euclid(86_400))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_unseal_round_trip() {
+        let pp = Passphrase::new("rahasia negara");
+        let s = seal("budi", b"pkcs8 bytes", &pp, &KdfParams::insecure_fast()).unwrap();
+        assert_eq!(&unseal(&s, "budi", &pp).unwrap()[..], b"pkcs8 bytes");
+        assert!(!s.ciphertext.contains("pkcs8"));
+    }
+
+    #[test]
+    fn wrong_passphrase_tampering_and_swapped_ids_fail() {
+        let pp = Passphrase::new("rahasia negara");
+        let s = seal("budi", b"pkcs8 bytes", &pp, &KdfParams::insecure_fast()).unwrap();
+        assert!(matches!(unseal(&s, "budi", &Passphrase::new("salah")), Err(KeyError::WrongPassphrase)));
+        assert!(matches!(unseal(&s, "siti", &pp), Err(KeyError::WrongPassphrase)), "a key sealed for budi must not open as siti's");
+        let mut t = s.clone();
+        let mut ct = B64.decode(&t.ciphertext).unwrap();
+        ct[0] ^= 1;
+        t.ciphertext = B64.encode(ct);
+        assert!(matches!(unseal(&t, "budi", &pp), Err(KeyError::WrongPassphrase)));
+        let mut k = s.clone();
+        k.kdf.t_cost += 1;
+        assert!(unseal(&k, "budi", &pp).is_err(), "parameters are bound through the derived key");
+    }
+
+    #[test]
+    fn passphrase_never_prints() {
+        let pp = Passphrase::new("rahasia negara");
+        assert!(!format!("{pp:?}").contains("rahasia"));
+    }
+}

@@ -1,0 +1,307 @@
+//! PKCS#11 through SoftHSM2: keys generated inside a private token, certificates for them from
+//! the development issuing CA, PAdES signatures (RSA PKCS#1 v1.5, RSA-PSS, ECDSA P-256/P-384)
+//! judged by the validators, concurrent signing, certificate mismatch, PIN errors, a lost login,
+//! a vanished token, and CSRs that openssl verifies.
+//!
+//! Everything runs in ONE test function: SoftHSM2 reads SOFTHSM2_CONF (which names the token
+//! directory) once, in the process's first C_Initialize, and the environment and the PKCS#11
+//! login state are shared by every thread of the test binary.
+
+use crate::common::*;
+use crate::sign_interop::assert_validators_accept;
+use crate::validators;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::SessionState;
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, CrlDistributionPoint, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+};
+use segel::keys::devpki::KeyAlgorithm;
+use segel::keys::pkcs11::{Pin, PinSource, Pkcs11Config, Pkcs11Key, Pkcs11RcgenKey, Pkcs11Signer, generate_key};
+use segel::keys::{KeyError, SignatureAlgorithm, Signer, certificate_public_key, load_certificates_pem};
+use segel::pdf::{SignRequest, sign_pdf};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TOKEN: &str = "segel-test";
+const SO_PIN: &str = "1234";
+const USER_PIN: &str = "5678";
+const PIN_VAR: &str = "SEGEL_TEST_PKCS11_PIN";
+
+/// Where Debian/Ubuntu (and a source build) put the SoftHSM2 module.
+fn softhsm_module() -> PathBuf {
+    let candidates = [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("softhsm2-util is installed but libsofthsm2.so is in none of {candidates:?}"))
+}
+
+fn softhsm_util(conf: &Path, args: &[&str]) -> String {
+    let out = Command::new("softhsm2-util").args(args).env("SOFTHSM2_CONF", conf).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "softhsm2-util {args:?}: {text}");
+    text
+}
+
+fn unavailable(r: Result<impl std::fmt::Debug, KeyError>, what: &str) -> String {
+    match r {
+        Err(KeyError::Unavailable(m)) => m,
+        other => panic!("{what}: expected KeyError::Unavailable, got {other:?}"),
+    }
+}
+
+/// The development PKI's issuing CA, with its software key.
+fn issuing_ca() -> Issuer<'static, KeyPair> {
+    let key = KeyPair::from_pem(&String::from_utf8(read("keys-example/issuing-ca.key.pem")).unwrap()).unwrap();
+    Issuer::from_ca_cert_pem(&String::from_utf8(read("keys-example/issuing-ca.pem")).unwrap(), key).unwrap()
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "ID");
+    dn.push(DnType::OrganizationName, "Kementerian Contoh Republik Indonesia");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// A signing certificate for the token key `spki`, like `segel dev-pki`'s officials.
+fn issue(spki: &[u8], cn: &str, issuer: &Issuer<'_, KeyPair>) -> Vec<u8> {
+    let public = rcgen::SubjectPublicKeyInfo::from_der(spki).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(cn);
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(365);
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    p.use_authority_key_identifier_extension = true;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 36]),
+        ExtendedKeyUsagePurpose::EmailProtection,
+    ];
+    p.crl_distribution_points =
+        vec![CrlDistributionPoint { uris: vec!["http://127.0.0.1:8080/crl/issuing-ca.crl".into()] }];
+    p.signed_by(&public, issuer).unwrap().der().to_vec()
+}
+
+/// [leaf, issuing CA, root CA].
+fn chain(leaf: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut c = vec![leaf];
+    c.extend(load_certificates_pem(&read("keys-example/issuing-ca.pem")).unwrap());
+    c.extend(load_certificates_pem(&read("keys-example/root-ca.pem")).unwrap());
+    c
+}
+
+/// Check `sig` over `msg` with the public key of `cert` (ring, not the token).
+fn verify_with_cert(alg: SignatureAlgorithm, cert: &[u8], msg: &[u8], sig: &[u8]) {
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+        UnparsedPublicKey, VerificationAlgorithm,
+    };
+    let v: &dyn VerificationAlgorithm = match alg {
+        SignatureAlgorithm::RsaPkcs1Sha256 => &RSA_PKCS1_2048_8192_SHA256,
+        SignatureAlgorithm::RsaPssSha256 => &RSA_PSS_2048_8192_SHA256,
+        SignatureAlgorithm::EcdsaP256Sha256 => &ECDSA_P256_SHA256_ASN1,
+        SignatureAlgorithm::EcdsaP384Sha384 => &ECDSA_P384_SHA384_ASN1,
+    };
+    UnparsedPublicKey::new(v, certificate_public_key(cert).unwrap())
+        .verify(msg, sig)
+        .unwrap_or_else(|_| panic!("{alg} signature does not verify under the certificate"));
+}
+
+/// `openssl pkey` reads the DER SubjectPublicKeyInfo and describes it.
+fn openssl_describes_spki(dir: &Path, name: &str, spki: &[u8], expect: &str) {
+    if !validators::require("openssl") {
+        return;
+    }
+    let path = write(dir, name, spki);
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(expect), "{name}: {text}{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn softhsm2_token_keys_sign_pades() {
+    if !validators::require("softhsm2-util") {
+        return;
+    }
+    let module = softhsm_module();
+    let dir = tempdir();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = write(
+        dir.path(),
+        "softhsm2.conf",
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.display()
+        )
+        .as_bytes(),
+    );
+    // SAFETY: set_var races only with concurrent environment reads outside std's lock (C code
+    // calling getenv). No other test of this binary loads a PKCS#11 module, and these variables
+    // are set before this process's first C_Initialize, the only place SoftHSM2 reads its own.
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::env::set_var(PIN_VAR, USER_PIN);
+    }
+    softhsm_util(&conf, &["--init-token", "--free", "--label", TOKEN, "--so-pin", SO_PIN, "--pin", USER_PIN]);
+
+    let pin_file = write(dir.path(), "user.pin", format!("{USER_PIN}\n").as_bytes());
+    let cfg = |key_label: &str| Pkcs11Config {
+        module: module.clone(),
+        token_label: TOKEN.into(),
+        key_label: Some(key_label.into()),
+        key_id: None,
+        pin: Pin::from_source(&PinSource::File(pin_file.clone())).unwrap(),
+    };
+
+    // --- PIN handling, first: the login state is per process and token, so once logged in the
+    // token would never be asked about a wrong PIN again.
+    let wrong = Pkcs11Config { pin: Pin::new("0000"), ..cfg("ec") };
+    assert!(!format!("{wrong:?}").contains("0000"), "the PIN must not appear in Debug output");
+    let m = unavailable(generate_key(&wrong, "ec", &[1], KeyAlgorithm::P256), "generate_key with a wrong PIN");
+    assert!(m.contains("CKR_PIN_INCORRECT"), "{m}");
+    let m = unavailable(Pkcs11Key::open(wrong), "open with a wrong PIN");
+    assert!(m.contains("PIN") && m.contains("CKR_PIN_INCORRECT"), "{m}");
+    let env_pin = Pin::from_source(&PinSource::Env(PIN_VAR.into())).unwrap();
+    assert!(!format!("{env_pin:?}").contains(USER_PIN));
+    let m = unavailable(Pin::from_source(&PinSource::Env("SEGEL_TEST_PIN_NOT_SET".into())), "unset PIN variable");
+    assert!(m.contains("SEGEL_TEST_PIN_NOT_SET"), "{m}");
+    unavailable(Pin::from_source(&PinSource::File(dir.path().join("missing.pin"))), "missing PIN file");
+    let m = unavailable(Pkcs11Key::open(Pkcs11Config { token_label: "no-such-token".into(), ..cfg("ec") }), "no token");
+    assert!(m.contains("no token labelled"), "{m}");
+
+    // --- Key generation inside the token; the SPKIs are read back by openssl.
+    let ec_spki = generate_key(&cfg("x"), "ec", &[1], KeyAlgorithm::P256).unwrap();
+    let rsa_spki = generate_key(&cfg("x"), "rsa", &[2], KeyAlgorithm::Rsa2048).unwrap();
+    let p384_spki = generate_key(&cfg("x"), "p384", &[3], KeyAlgorithm::P384).unwrap();
+    let rsa3072_spki = generate_key(&cfg("x"), "rsa3072", &[4], KeyAlgorithm::Rsa3072).unwrap();
+    openssl_describes_spki(dir.path(), "ec.spki.der", &ec_spki, "prime256v1");
+    openssl_describes_spki(dir.path(), "p384.spki.der", &p384_spki, "secp384r1");
+    openssl_describes_spki(dir.path(), "rsa.spki.der", &rsa_spki, "Public-Key: (2048 bit)");
+    openssl_describes_spki(dir.path(), "rsa3072.spki.der", &rsa3072_spki, "Public-Key: (3072 bit)");
+    assert!(
+        matches!(generate_key(&cfg("x"), "ec", &[9], KeyAlgorithm::P256), Err(KeyError::Unsupported(_))),
+        "a second key with the same label must be refused"
+    );
+    let key = Pkcs11Key::open(Pkcs11Config { key_label: None, key_id: Some(vec![3]), ..cfg("x") }).unwrap();
+    assert_eq!(key.public_key_der().unwrap(), p384_spki, "found by CKA_ID, same public key");
+    drop(key);
+
+    // --- Certificates from the development issuing CA; PAdES signatures checked by validators.
+    let issuer = issuing_ca();
+    let ec_chain = chain(issue(&ec_spki, "HSM Official P-256", &issuer));
+    let rsa_chain = chain(issue(&rsa_spki, "HSM Official RSA-2048", &issuer));
+    let p384_chain = chain(issue(&p384_spki, "HSM Official P-384", &issuer));
+    let rsa3072_chain = chain(issue(&rsa3072_spki, "HSM Official RSA-3072", &issuer));
+    let cases = [
+        ("p256", "ec", &ec_chain, false, SignatureAlgorithm::EcdsaP256Sha256),
+        ("rsa", "rsa", &rsa_chain, false, SignatureAlgorithm::RsaPkcs1Sha256),
+        ("pss", "rsa", &rsa_chain, true, SignatureAlgorithm::RsaPssSha256),
+        ("p384", "p384", &p384_chain, false, SignatureAlgorithm::EcdsaP384Sha384),
+        ("rsa3072-pss", "rsa3072", &rsa3072_chain, true, SignatureAlgorithm::RsaPssSha256),
+    ];
+    for (name, label, chain, pss, alg) in cases {
+        let signer = Pkcs11Signer::open(cfg(label), chain.clone(), pss).unwrap();
+        assert_eq!(signer.algorithm(), alg, "{name}");
+        assert!(!format!("{signer:?}").contains(USER_PIN));
+        let req = SignRequest { reason: Some("Disetujui".into()), location: Some("Jakarta".into()), ..Default::default() };
+        let signed = sign_pdf(read("fixtures/pdf/letter.pdf"), &signer, &req, &now()).unwrap();
+        let out = write(dir.path(), &format!("hsm-{name}.pdf"), &signed.bytes);
+        assert_validators_accept(&out, 1, false);
+    }
+
+    // --- Concurrent signing: 4 threads × 5 signatures with each of two keys.
+    let ec = Pkcs11Signer::open(cfg("ec"), ec_chain.clone(), false).unwrap();
+    let pss = Pkcs11Signer::open(cfg("rsa"), rsa_chain.clone(), true).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (ec, pss) = (&ec, &pss);
+            s.spawn(move || {
+                for i in 0..5 {
+                    for signer in [ec as &dyn Signer, pss] {
+                        let msg = format!("thread {t} signature {i}").into_bytes();
+                        let sig = signer.sign(&msg).unwrap();
+                        assert!(sig.len() <= signer.max_signature_len());
+                        verify_with_cert(signer.algorithm(), &signer.certificate_chain()[0], &msg, &sig);
+                    }
+                }
+            });
+        }
+    });
+    ec.health().unwrap();
+
+    // --- A certificate for another key is refused before anything is signed.
+    for (label, chain) in [("ec", &rsa_chain), ("rsa", &ec_chain), ("ec", &p384_chain)] {
+        let r = Pkcs11Signer::open(cfg(label), chain.clone(), false);
+        assert!(matches!(r, Err(KeyError::CertificateMismatch)), "{label}: {r:?}");
+    }
+    let siti = load_certificates_pem(&read("keys-example/officials/siti.chain.pem")).unwrap();
+    let r = Pkcs11Signer::open(cfg("ec"), siti, false);
+    assert!(matches!(r, Err(KeyError::CertificateMismatch)), "another P-256 key: {r:?}");
+    let m = unavailable(Pkcs11Key::open(cfg("no-such-key")), "missing key");
+    assert!(m.contains("no private key"), "{m}");
+
+    // --- CSRs signed by the token key (rcgen remote key), verified by openssl, then certified.
+    for (label, spki) in [("ec", &ec_spki), ("rsa", &rsa_spki), ("p384", &p384_spki)] {
+        let key = Pkcs11RcgenKey::open(cfg(label)).unwrap();
+        assert_eq!(key.subject_public_key_info(), *spki);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = dn(&format!("CSR {label}"));
+        let csr = params.serialize_request(&key).unwrap();
+        let path = write(dir.path(), &format!("{label}.csr.pem"), csr.pem().unwrap().as_bytes());
+        if validators::require("openssl") {
+            let out = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&path).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && text.contains("verify OK"), "openssl req -verify {label}: {text}");
+        }
+        let cert = CertificateSigningRequestParams::from_der(csr.der()).unwrap().signed_by(&issuer).unwrap();
+        assert_eq!(certificate_public_key(cert.der()).unwrap(), key.der_bytes());
+    }
+
+    // --- Logged out behind the signer's back: C_Logout through a second context on the same
+    // module logs out every session of this process. The next call logs in again by itself.
+    {
+        let other = Pkcs11::new(&module).unwrap();
+        match other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            r => panic!("the module is already initialized in this process: {r:?}"),
+        }
+        let slot = other
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| other.get_token_info(*s).map(|i| i.label() == TOKEN).unwrap_or(false))
+            .unwrap();
+        let session = other.open_ro_session(slot).unwrap();
+        session.logout().unwrap();
+        assert_eq!(session.get_session_info().unwrap().session_state(), SessionState::RoPublic);
+    }
+    let msg = b"after a logout";
+    let sig = ec.sign(msg).unwrap();
+    verify_with_cert(ec.algorithm(), &ec_chain[0], msg, &sig);
+    ec.health().unwrap();
+    pss.sign(msg).unwrap();
+
+    // --- The token disappears: signing and the health check report Unavailable (→ 503).
+    softhsm_util(&conf, &["--delete-token", "--token", TOKEN]);
+    let m = unavailable(ec.sign(b"token gone"), "sign without the token");
+    assert!(m.contains(TOKEN), "{m}");
+    unavailable(ec.health(), "health without the token");
+    unavailable(pss.sign(b"token gone"), "RSA sign without the token");
+    unavailable(Pkcs11Signer::open(cfg("ec"), ec_chain.clone(), false), "open without the token");
+}
