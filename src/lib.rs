@@ -5,12 +5,16 @@
 
 /// Time as a parameter: the `Clock` every signing and validity decision reads.
 pub mod clock;
+/// Typed configuration: defaults, segel.toml, SEGEL_* overrides.
+pub mod config;
 /// Command-line front end (`segel sign`, `segel tsa`, `segel dev-pki`).
 pub mod cli;
 /// CMS SignedData for PAdES (RFC 5652, ETSI EN 319 122-1) and RFC 3161 time-stamp tokens.
 pub mod cms;
 /// The `Signer` trait and its key sources (PEM/PKCS#12 files, development PKI).
 pub mod keys;
+/// Persistence: the sqlx pool (SQLite or PostgreSQL), migrations, write transactions.
+pub mod storage;
 /// Trust: certificate paths, revocation, and verification of signed PDFs into a report.
 pub mod trust;
 /// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
