@@ -1,6 +1,8 @@
 //! Command-line front end. Errors print one line and exit with status 2.
 
+mod audit;
 mod keys;
+mod serve;
 mod sign;
 mod tsa;
 mod verify;
@@ -18,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the HTTP service (embedded defaults without a config file).
+    Serve(serve::ServeArgs),
+    /// Back-office applications and their API keys.
+    Apps(serve::AppsArgs),
+    /// Officials who review and sign.
+    Officials(serve::OfficialsArgs),
     /// Sign a PDF with a PAdES signature (incremental update).
     Sign(Box<sign::SignArgs>),
     /// Verify every signature of a PDF (exit 0 all valid, 1 not, 2 unreadable).
@@ -26,6 +34,8 @@ enum Command {
     Tsa(tsa::TsaArgs),
     /// Officials' signing keys: generate, import certificates or PKCS#12, list, re-wrap.
     Keys(keys::KeysArgs),
+    /// Tamper-evident audit log: verify the hash chain and checkpoints, sign a checkpoint.
+    Audit(audit::AuditArgs),
     /// Development PKI (never for production).
     #[command(subcommand, name = "dev-pki")]
     DevPki(DevPkiCommand),
@@ -95,7 +105,14 @@ pub fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
+        Command::Audit(args) => match audit::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Sign(args) => sign::run(*args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Apps(args) => serve::apps(args),
+        Command::Officials(args) => serve::officials(args),
         Command::Keys(args) => keys::run(args),
         Command::Tsa(args) => tsa::run(args),
         Command::DevPki(DevPkiCommand::Init { dir, base_url, organisation }) => {
@@ -128,6 +145,8 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+pub use sign::certificate_identity;
 
 /// Directory of the development PKI: `SEGEL_KEYS_DIR`, else `./keys-example`.
 pub fn keys_dir() -> PathBuf {

@@ -348,6 +348,34 @@ impl FileKeyStore {
         Ok(())
     }
 
+    /// Store an existing PKCS#8 key with its certificate chain, sealed under `passphrase`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_pkcs8(&self, id: &str, pkcs8: &[u8], chain: &[Vec<u8>], identity: (Option<String>, Option<String>, Option<String>), passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
+        let signer = SoftwareSigner::from_pkcs8(pkcs8, chain.to_vec(), false)?;
+        let alg = match signer.algorithm() {
+            super::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::P256,
+            super::SignatureAlgorithm::EcdsaP384Sha384 => KeyAlgorithm::P384,
+            _ if signer.max_signature_len() > 256 => KeyAlgorithm::Rsa3072,
+            _ => KeyAlgorithm::Rsa2048,
+        };
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let record = KeyRecord {
+            id: id.into(),
+            name: identity.0,
+            title: identity.1,
+            nip: identity.2,
+            algorithm: alg,
+            location: KeyLocation::Keystore { sealed: seal(id, pkcs8, passphrase, kdf)? },
+            public_key: B64.encode(leaf.public_key().raw),
+            chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
+            disabled: false,
+            created: now.unix_timestamp(),
+        };
+        self.put(&record)?;
+        events.record(id, "key.imported", &leaf.subject().to_string());
+        Ok(())
+    }
+
     /// Re-seal under a new passphrase; the key and its certificate do not change.
     pub fn change_passphrase(&self, id: &str, old: &Passphrase, new: &Passphrase, kdf: &KdfParams, events: &dyn KeyEvents) -> Result<(), KeyError> {
         let mut record = self.get(id)?;

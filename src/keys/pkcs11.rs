@@ -41,8 +41,10 @@ const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// DER prefix of `DigestInfo { AlgorithmIdentifier { id-sha256, NULL }, OCTET STRING (32) }`
 /// (RFC 8017 §9.2, note 1); the 32-byte hash follows.
-const SHA256_DIGEST_INFO_PREFIX: [u8; 19] =
-    [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
 
 /// Where the user PIN is read from. The PIN itself never appears in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,20 +69,22 @@ impl Pin {
     #[tracing::instrument(skip_all)]
     pub fn from_source(source: &PinSource) -> Result<Pin, KeyError> {
         let pin = match source {
-            PinSource::Env(var) => Zeroizing::new(
-                std::env::var(var)
-                    .map_err(|_| KeyError::Unavailable(format!("PKCS#11 PIN: environment variable {var} is not set")))?,
-            ),
+            PinSource::Env(var) => Zeroizing::new(std::env::var(var).map_err(|_| {
+                KeyError::Unavailable(format!(
+                    "PKCS#11 PIN: environment variable {var} is not set"
+                ))
+            })?),
             PinSource::File(path) => {
-                let raw = Zeroizing::new(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| KeyError::Unavailable(format!("PKCS#11 PIN file {}: {e}", path.display())))?,
-                );
+                let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    KeyError::Unavailable(format!("PKCS#11 PIN file {}: {e}", path.display()))
+                })?);
                 Zeroizing::new(raw.lines().next().unwrap_or_default().to_string())
             }
         };
         if pin.is_empty() {
-            return Err(KeyError::Unavailable("PKCS#11 PIN: the PIN source is empty".into()));
+            return Err(KeyError::Unavailable(
+                "PKCS#11 PIN: the PIN source is empty".into(),
+            ));
         }
         Ok(Pin(pin))
     }
@@ -120,13 +124,19 @@ pub struct Pkcs11Config {
 /// copy of the library handle) initialized the module first, and it is usable as it is.
 fn context(module: &Path) -> Result<Pkcs11, KeyError> {
     static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let key = module.canonicalize().unwrap_or_else(|_| module.to_path_buf());
+    let key = module
+        .canonicalize()
+        .unwrap_or_else(|_| module.to_path_buf());
     let mut map = lock(CONTEXTS.get_or_init(Default::default));
     if let Some(ctx) = map.get(&key) {
         return Ok(ctx.clone());
     }
-    let ctx = Pkcs11::new(&key)
-        .map_err(|e| KeyError::Unavailable(format!("cannot load PKCS#11 module {}: {e}", module.display())))?;
+    let ctx = Pkcs11::new(&key).map_err(|e| {
+        KeyError::Unavailable(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
+    })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => {
@@ -189,10 +199,8 @@ impl Fault {
                 RvError::UserNotLoggedIn
                 | RvError::SessionHandleInvalid
                 | RvError::SessionClosed
-                | RvError::SessionCount
                 | RvError::DeviceRemoved
                 | RvError::DeviceError
-                | RvError::DeviceMemory
                 | RvError::TokenNotPresent
                 | RvError::TokenNotRecognized
                 | RvError::SlotIdInvalid
@@ -205,9 +213,11 @@ impl Fault {
                 | RvError::PinLenRange
                 | RvError::PinExpired
                 | RvError::PinLocked => Fault::Pin(text),
-                RvError::MechanismInvalid | RvError::MechanismParamInvalid | RvError::KeyTypeInconsistent => {
-                    Fault::Other(KeyError::Unsupported(format!("the token refused the mechanism: {text}")))
-                }
+                RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::KeyTypeInconsistent => Fault::Other(KeyError::Unsupported(format!(
+                    "the token refused the mechanism: {text}"
+                ))),
                 _ => Fault::Other(KeyError::Signing(text)),
             },
             _ => Fault::Other(KeyError::Signing(text)),
@@ -217,8 +227,19 @@ impl Fault {
     fn into_key_error(self, token: &str) -> KeyError {
         match self {
             Fault::Lost(why) => KeyError::Unavailable(format!("PKCS#11 token {token:?}: {why}")),
-            Fault::Pin(why) => KeyError::Unavailable(format!("PKCS#11 token {token:?} refused the user PIN ({why})")),
+            Fault::Pin(why) => KeyError::Unavailable(format!(
+                "PKCS#11 token {token:?} refused the user PIN ({why})"
+            )),
             Fault::Other(e) => e,
+        }
+    }
+
+    /// The cause alone, for a message that already names the token.
+    fn message(&self) -> String {
+        match self {
+            Fault::Lost(why) => why.clone(),
+            Fault::Pin(why) => format!("the user PIN was refused ({why})"),
+            Fault::Other(e) => e.to_string(),
         }
     }
 }
@@ -248,7 +269,7 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Fault> {
     }
     match found.as_slice() {
         [slot] => Ok(*slot),
-        [] => Err(Fault::Lost(format!("no token labelled {label:?} is present"))),
+        [] => Err(Fault::Lost("no slot holds a token with this label".into())),
         _ => Err(Fault::Other(KeyError::Unsupported(format!(
             "{} tokens are labelled {label:?}; labels must be unique",
             found.len()
@@ -270,7 +291,11 @@ fn ensure_login(session: &Session, pin: &Pin) -> Result<(), Fault> {
 }
 
 fn open_session(ctx: &Pkcs11, slot: Slot, pin: &Pin, rw: bool) -> Result<Session, Fault> {
-    let session = if rw { ctx.open_rw_session(slot)? } else { ctx.open_ro_session(slot)? };
+    let session = if rw {
+        ctx.open_rw_session(slot)?
+    } else {
+        ctx.open_ro_session(slot)?
+    };
     ensure_login(&session, pin)?;
     Ok(session)
 }
@@ -307,12 +332,15 @@ enum Curve {
 impl Curve {
     fn from_ec_params(params: &[u8]) -> Result<Curve, KeyError> {
         // CKA_EC_PARAMS: DER of ECParameters, here the namedCurve choice (v2.40 Mechanisms §2.3.3).
-        let oid = ObjectIdentifier::from_der(params)
-            .map_err(|_| KeyError::Unsupported("EC key without a named curve in CKA_EC_PARAMS".into()))?;
+        let oid = ObjectIdentifier::from_der(params).map_err(|_| {
+            KeyError::Unsupported("EC key without a named curve in CKA_EC_PARAMS".into())
+        })?;
         match oid {
             OID_P256 => Ok(Curve::P256),
             OID_P384 => Ok(Curve::P384),
-            other => Err(KeyError::Unsupported(format!("EC curve {other} (P-256 and P-384 are accepted)"))),
+            other => Err(KeyError::Unsupported(format!(
+                "EC curve {other} (P-256 and P-384 are accepted)"
+            ))),
         }
     }
 
@@ -340,9 +368,12 @@ enum KeyKind {
 
 fn rsa_public_key_der(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, KeyError> {
     let bad = |e: der::Error| KeyError::Format(format!("RSA public key from the token: {e}"));
-    RsaPublicKey { modulus: UintRef::new(modulus).map_err(bad)?, public_exponent: UintRef::new(exponent).map_err(bad)? }
-        .to_der()
-        .map_err(bad)
+    RsaPublicKey {
+        modulus: UintRef::new(modulus).map_err(bad)?,
+        public_exponent: UintRef::new(exponent).map_err(bad)?,
+    }
+    .to_der()
+    .map_err(bad)
 }
 
 /// The uncompressed point from `CKA_EC_POINT`, which v2.40 (§2.3.3) defines as the DER OCTET
@@ -353,8 +384,12 @@ fn ec_point(value: &[u8], curve: Curve) -> Result<Vec<u8>, KeyError> {
         return Ok(value.to_vec());
     }
     match OctetStringRef::from_der(value) {
-        Ok(inner) if inner.as_bytes().len() == len && inner.as_bytes()[0] == 0x04 => Ok(inner.as_bytes().to_vec()),
-        _ => Err(KeyError::Unsupported("CKA_EC_POINT is not an uncompressed point on the key's curve".into())),
+        Ok(inner) if inner.as_bytes().len() == len && inner.as_bytes()[0] == 0x04 => {
+            Ok(inner.as_bytes().to_vec())
+        }
+        _ => Err(KeyError::Unsupported(
+            "CKA_EC_POINT is not an uncompressed point on the key's curve".into(),
+        )),
     }
 }
 
@@ -365,10 +400,16 @@ fn spki_der(kind: KeyKind, public: &[u8]) -> Result<Vec<u8>, KeyError> {
     let bad = |e: der::Error| KeyError::Format(format!("SubjectPublicKeyInfo: {e}"));
     let (oid, parameters) = match kind {
         KeyKind::Rsa { .. } => (OID_RSA_ENCRYPTION, Any::encode_from(&Null).map_err(bad)?),
-        KeyKind::Ec(curve) => (OID_EC_PUBLIC_KEY, Any::encode_from(&curve.oid()).map_err(bad)?),
+        KeyKind::Ec(curve) => (
+            OID_EC_PUBLIC_KEY,
+            Any::encode_from(&curve.oid()).map_err(bad)?,
+        ),
     };
     SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid, parameters: Some(parameters) },
+        algorithm: AlgorithmIdentifierOwned {
+            oid,
+            parameters: Some(parameters),
+        },
         subject_public_key: BitString::from_bytes(public).map_err(bad)?,
     }
     .to_der()
@@ -379,11 +420,19 @@ fn spki_der(kind: KeyKind, public: &[u8]) -> Result<Vec<u8>, KeyError> {
 /// §2.3.1: two halves of equal length, most significant byte first).
 fn ecdsa_der(raw: &[u8], curve: Curve) -> Result<Vec<u8>, KeyError> {
     if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 2 * curve.n_len() {
-        return Err(KeyError::Signing(format!("the token returned a {}-byte ECDSA signature", raw.len())));
+        return Err(KeyError::Signing(format!(
+            "the token returned a {}-byte ECDSA signature",
+            raw.len()
+        )));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
     let bad = |e: der::Error| KeyError::Signing(format!("ECDSA signature encoding: {e}"));
-    EcdsaSigValue { r: UintRef::new(r).map_err(bad)?, s: UintRef::new(s).map_err(bad)? }.to_der().map_err(bad)
+    EcdsaSigValue {
+        r: UintRef::new(r).map_err(bad)?,
+        s: UintRef::new(s).map_err(bad)?,
+    }
+    .to_der()
+    .map_err(bad)
 }
 
 fn attr_bytes(attrs: &[Attribute], ty: AttributeType) -> Option<&[u8]> {
@@ -399,30 +448,58 @@ fn attr_bytes(attrs: &[Attribute], ty: AttributeType) -> Option<&[u8]> {
 }
 
 /// Key type and, where the private key object carries it, the public key.
-fn private_key_facts(session: &Session, key: ObjectHandle) -> Result<(KeyKind, Option<Vec<u8>>), Fault> {
+fn private_key_facts(
+    session: &Session,
+    key: ObjectHandle,
+) -> Result<(KeyKind, Option<Vec<u8>>), Fault> {
     let attrs = session.get_attributes(key, &[AttributeType::KeyType])?;
-    let key_type = attrs.iter().find_map(|a| if let Attribute::KeyType(t) = a { Some(*t) } else { None });
+    let key_type = attrs.iter().find_map(|a| {
+        if let Attribute::KeyType(t) = a {
+            Some(*t)
+        } else {
+            None
+        }
+    });
     match key_type {
         Some(KeyType::RSA) => {
             // CKA_MODULUS and CKA_PUBLIC_EXPONENT are not sensitive on RSA private keys (§2.1.3).
-            let attrs = session.get_attributes(key, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
-            let modulus = attr_bytes(&attrs, AttributeType::Modulus)
-                .ok_or_else(|| KeyError::Unsupported("RSA private key without CKA_MODULUS".into()))?;
-            let significant = modulus.iter().position(|b| *b != 0).map_or(0, |i| modulus.len() - i);
+            let attrs = session.get_attributes(
+                key,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
+            let modulus = attr_bytes(&attrs, AttributeType::Modulus).ok_or_else(|| {
+                KeyError::Unsupported("RSA private key without CKA_MODULUS".into())
+            })?;
+            let significant = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .map_or(0, |i| modulus.len() - i);
             let bits = significant * 8;
             if !(2048..=4096).contains(&bits) {
-                return Err(KeyError::Unsupported(format!("RSA-{bits}: keys of 2048 to 4096 bits are accepted")).into());
+                return Err(KeyError::Unsupported(format!(
+                    "RSA-{bits}: keys of 2048 to 4096 bits are accepted"
+                ))
+                .into());
             }
             let public = match attr_bytes(&attrs, AttributeType::PublicExponent) {
                 Some(e) => Some(rsa_public_key_der(modulus, e)?),
                 None => None,
             };
-            Ok((KeyKind::Rsa { modulus_len: significant }, public))
+            Ok((
+                KeyKind::Rsa {
+                    modulus_len: significant,
+                },
+                public,
+            ))
         }
         Some(KeyType::EC) => {
-            let attrs = session.get_attributes(key, &[AttributeType::EcParams, AttributeType::PublicKeyInfo])?;
-            let params = attr_bytes(&attrs, AttributeType::EcParams)
-                .ok_or_else(|| KeyError::Unsupported("EC private key without CKA_EC_PARAMS".into()))?;
+            let attrs = session.get_attributes(
+                key,
+                &[AttributeType::EcParams, AttributeType::PublicKeyInfo],
+            )?;
+            let params = attr_bytes(&attrs, AttributeType::EcParams).ok_or_else(|| {
+                KeyError::Unsupported("EC private key without CKA_EC_PARAMS".into())
+            })?;
             let curve = Curve::from_ec_params(params)?;
             // CKA_PUBLIC_KEY_INFO (v3.0) on the private key, when the token fills it in.
             let public = attr_bytes(&attrs, AttributeType::PublicKeyInfo)
@@ -431,18 +508,30 @@ fn private_key_facts(session: &Session, key: ObjectHandle) -> Result<(KeyKind, O
                 .map(|spki| spki.subject_public_key.raw_bytes().to_vec());
             Ok((KeyKind::Ec(curve), public))
         }
-        Some(other) => Err(KeyError::Unsupported(format!("key type {other} (RSA and EC are accepted)")).into()),
+        Some(other) => {
+            Err(KeyError::Unsupported(format!("key type {other} (RSA and EC are accepted)")).into())
+        }
         None => Err(KeyError::Unsupported("private key without CKA_KEY_TYPE".into()).into()),
     }
 }
 
 /// The subjectPublicKey bits from the public key object (`CKA_MODULUS`/`CKA_PUBLIC_EXPONENT`, or
 /// `CKA_EC_POINT`).
-fn public_object_key(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Result<Option<Vec<u8>>, Fault> {
+fn public_object_key(
+    session: &Session,
+    handle: ObjectHandle,
+    kind: KeyKind,
+) -> Result<Option<Vec<u8>>, Fault> {
     match kind {
         KeyKind::Rsa { .. } => {
-            let attrs = session.get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
-            match (attr_bytes(&attrs, AttributeType::Modulus), attr_bytes(&attrs, AttributeType::PublicExponent)) {
+            let attrs = session.get_attributes(
+                handle,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
+            match (
+                attr_bytes(&attrs, AttributeType::Modulus),
+                attr_bytes(&attrs, AttributeType::PublicExponent),
+            ) {
                 (Some(n), Some(e)) => Ok(Some(rsa_public_key_der(n, e)?)),
                 _ => Ok(None),
             }
@@ -484,7 +573,11 @@ struct Lease<'a> {
 impl SessionPool {
     fn new(first: Session) -> SessionPool {
         SessionPool {
-            state: Mutex::new(PoolState { idle: vec![first], leased: 0, generation: 0 }),
+            state: Mutex::new(PoolState {
+                idle: vec![first],
+                leased: 0,
+                generation: 0,
+            }),
             freed: Condvar::new(),
         }
     }
@@ -495,11 +588,19 @@ impl SessionPool {
         loop {
             if let Some(s) = st.idle.pop() {
                 st.leased += 1;
-                return Lease { pool: self, session: Some(s), generation: st.generation };
+                return Lease {
+                    pool: self,
+                    session: Some(s),
+                    generation: st.generation,
+                };
             }
             if st.leased < SESSIONS_PER_KEY {
                 st.leased += 1;
-                return Lease { pool: self, session: None, generation: st.generation };
+                return Lease {
+                    pool: self,
+                    session: None,
+                    generation: st.generation,
+                };
             }
             st = self.freed.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
@@ -601,7 +702,9 @@ impl Pkcs11Key {
     /// with `leaf_public` once a test signature verifies under it.
     fn open_inner(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Pkcs11Key, KeyError> {
         if cfg.key_label.is_none() && cfg.key_id.is_none() {
-            return Err(KeyError::Unsupported("PKCS#11: set the key label or the key id".into()));
+            return Err(KeyError::Unsupported(
+                "PKCS#11: set the key label or the key id".into(),
+            ));
         }
         let token = cfg.token_label.clone();
         let ctx = context(&cfg.module)?;
@@ -687,7 +790,10 @@ impl Pkcs11Key {
     /// fails the error is [`KeyError::Unavailable`].
     pub fn sign_with(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         if alg != self.signature_algorithm(alg == SignatureAlgorithm::RsaPssSha256) {
-            return Err(KeyError::Unsupported(format!("{alg} with a {:?} key", self.kind)));
+            return Err(KeyError::Unsupported(format!(
+                "{alg} with a {:?} key",
+                self.kind
+            )));
         }
         let hash = alg.digest().digest(message);
         let (mechanism, data) = match alg {
@@ -704,7 +810,9 @@ impl Pkcs11Key {
                 }),
                 hash,
             ),
-            SignatureAlgorithm::EcdsaP256Sha256 | SignatureAlgorithm::EcdsaP384Sha384 => (Mechanism::Ecdsa, hash),
+            SignatureAlgorithm::EcdsaP256Sha256 | SignatureAlgorithm::EcdsaP384Sha384 => {
+                (Mechanism::Ecdsa, hash)
+            }
         };
         let raw = self.with_session(|session, key| Ok(session.sign(&mechanism, key, &data)?))?;
         match self.kind {
@@ -722,11 +830,19 @@ impl Pkcs11Key {
     /// that fails the error is [`KeyError::Unavailable`]. For readiness probes.
     pub fn health(&self) -> Result<(), KeyError> {
         self.with_session(|session, key| {
-            let info = self.ctx.get_token_info(session.get_session_info()?.slot_id())?;
+            let info = self
+                .ctx
+                .get_token_info(session.get_session_info()?.slot_id())?;
             if info.label() != self.cfg.token_label {
-                return Err(Fault::Lost(format!("the slot now holds token {:?}", info.label())));
+                return Err(Fault::Lost(format!(
+                    "the slot now holds token {:?}",
+                    info.label()
+                )));
             }
-            if !matches!(session.get_session_info()?.session_state(), SessionState::RoUser | SessionState::RwUser) {
+            if !matches!(
+                session.get_session_info()?.session_state(),
+                SessionState::RoUser | SessionState::RwUser
+            ) {
                 return Err(Fault::Lost("the session is not logged in".into()));
             }
             session.get_attributes(key, &[AttributeType::KeyType])?;
@@ -736,7 +852,10 @@ impl Pkcs11Key {
 
     /// Run `op` with a logged-in session and the key handle; on a lost session, login or token,
     /// reconnect once and run it again.
-    fn with_session<T>(&self, op: impl Fn(&Session, ObjectHandle) -> Result<T, Fault>) -> Result<T, KeyError> {
+    fn with_session<T>(
+        &self,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, Fault>,
+    ) -> Result<T, KeyError> {
         let token = &self.cfg.token_label;
         if self.pin_refused.load(Ordering::Relaxed) {
             return Err(KeyError::Unavailable(format!(
@@ -758,9 +877,9 @@ impl Pkcs11Key {
             if let Fault::Pin(_) = f {
                 self.pin_refused.store(true, Ordering::Relaxed);
             }
-            let again = f.into_key_error(token);
             return Err(KeyError::Unavailable(format!(
-                "PKCS#11 token {token:?} unreachable ({cause}); reconnecting failed: {again}"
+                "PKCS#11 token {token:?} unreachable ({cause}); reconnecting failed: {}",
+                f.message()
             )));
         }
         self.attempt(&op).map_err(|f| match f {
@@ -771,7 +890,10 @@ impl Pkcs11Key {
         })
     }
 
-    fn attempt<T>(&self, op: &impl Fn(&Session, ObjectHandle) -> Result<T, Fault>) -> Result<T, Fault> {
+    fn attempt<T>(
+        &self,
+        op: &impl Fn(&Session, ObjectHandle) -> Result<T, Fault>,
+    ) -> Result<T, Fault> {
         let target = *self.target.read().unwrap_or_else(PoisonError::into_inner);
         let mut lease = self.pool.lease();
         let session = match lease.session.take() {
@@ -805,9 +927,13 @@ impl Pkcs11Key {
         };
         match (kind, public) {
             (k, Some(p)) if k == self.kind && p == self.public => {}
-            (KeyKind::Ec(curve), None) if kind == self.kind => prove_possession(&session, key, curve, &self.public)?,
+            (KeyKind::Ec(curve), None) if kind == self.kind => {
+                prove_possession(&session, key, curve, &self.public)?
+            }
             _ => {
-                return Err(Fault::Lost("the token now holds a different key under this label/id".into()));
+                return Err(Fault::Lost(
+                    "the token now holds a different key under this label/id".into(),
+                ));
             }
         }
         *self.target.write().unwrap_or_else(PoisonError::into_inner) = Target { slot, key };
@@ -829,7 +955,11 @@ fn key_template(class: ObjectClass, cfg_label: Option<&str>, id: Option<&[u8]>) 
 }
 
 fn find_private_key(session: &Session, cfg: &Pkcs11Config) -> Result<ObjectHandle, Fault> {
-    let template = key_template(ObjectClass::PRIVATE_KEY, cfg.key_label.as_deref(), cfg.key_id.as_deref());
+    let template = key_template(
+        ObjectClass::PRIVATE_KEY,
+        cfg.key_label.as_deref(),
+        cfg.key_id.as_deref(),
+    );
     let found = session.find_objects(&template)?;
     let what = || {
         let mut w = Vec::new();
@@ -843,7 +973,10 @@ fn find_private_key(session: &Session, cfg: &Pkcs11Config) -> Result<ObjectHandl
     };
     match found.as_slice() {
         [key] => Ok(*key),
-        [] => Err(Fault::Lost(format!("no private key with {} on the token", what()))),
+        [] => Err(Fault::Lost(format!(
+            "no private key with {} on the token",
+            what()
+        ))),
         more => Err(Fault::Other(KeyError::Unsupported(format!(
             "{} private keys have {}; give the key id as well",
             more.len(),
@@ -854,19 +987,27 @@ fn find_private_key(session: &Session, cfg: &Pkcs11Config) -> Result<ObjectHandl
 
 /// The public key from a public key object, or a certificate object, sharing the private key's
 /// `CKA_ID` (or its label when no id is configured).
-fn find_public_elsewhere(session: &Session, cfg: &Pkcs11Config, kind: KeyKind) -> Result<Option<Vec<u8>>, Fault> {
+fn find_public_elsewhere(
+    session: &Session,
+    cfg: &Pkcs11Config,
+    kind: KeyKind,
+) -> Result<Option<Vec<u8>>, Fault> {
     let (label, id) = match &cfg.key_id {
         Some(id) => (None, Some(id.as_slice())),
         None => (cfg.key_label.as_deref(), None),
     };
-    if let [handle] = session.find_objects(&key_template(ObjectClass::PUBLIC_KEY, label, id))?.as_slice()
+    if let [handle] = session
+        .find_objects(&key_template(ObjectClass::PUBLIC_KEY, label, id))?
+        .as_slice()
         && let Some(p) = public_object_key(session, *handle, kind)?
     {
         return Ok(Some(p));
     }
     for cert in session.find_objects(&key_template(ObjectClass::CERTIFICATE, label, id))? {
         let attrs = session.get_attributes(cert, &[AttributeType::Value])?;
-        if let Some(p) = attr_bytes(&attrs, AttributeType::Value).and_then(|der| certificate_public_key(der).ok()) {
+        if let Some(p) = attr_bytes(&attrs, AttributeType::Value)
+            .and_then(|der| certificate_public_key(der).ok())
+        {
             return Ok(Some(p));
         }
     }
@@ -874,15 +1015,26 @@ fn find_public_elsewhere(session: &Session, cfg: &Pkcs11Config, kind: KeyKind) -
 }
 
 /// Sign a random challenge with `CKM_ECDSA` and verify it under `public` (an uncompressed point).
-fn prove_possession(session: &Session, key: ObjectHandle, curve: Curve, public: &[u8]) -> Result<(), Fault> {
+fn prove_possession(
+    session: &Session,
+    key: ObjectHandle,
+    curve: Curve,
+    public: &[u8],
+) -> Result<(), Fault> {
     use ring::rand::SecureRandom;
     let mut challenge = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut challenge)
         .map_err(|_| KeyError::Signing("no randomness for the key check".into()))?;
     let (digest, verify_alg): (_, &dyn ring::signature::VerificationAlgorithm) = match curve {
-        Curve::P256 => (super::DigestAlgorithm::Sha256, &ring::signature::ECDSA_P256_SHA256_ASN1),
-        Curve::P384 => (super::DigestAlgorithm::Sha384, &ring::signature::ECDSA_P384_SHA384_ASN1),
+        Curve::P256 => (
+            super::DigestAlgorithm::Sha256,
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+        ),
+        Curve::P384 => (
+            super::DigestAlgorithm::Sha384,
+            &ring::signature::ECDSA_P384_SHA384_ASN1,
+        ),
     };
     let raw = session.sign(&Mechanism::Ecdsa, key, &digest.digest(&challenge))?;
     let sig = ecdsa_der(&raw, curve)?;
@@ -891,19 +1043,22 @@ fn prove_possession(session: &Session, key: ObjectHandle, curve: Curve, public: 
         .map_err(|_| Fault::Other(KeyError::CertificateMismatch))
 }
 
-/// Refuse early when the token lacks the mechanism this key will need.
+/// Refuse early when the token lacks the mechanism this key will need (`CKM_RSA_PKCS_PSS` is
+/// checked by [`Pkcs11Signer::open`] when PSS is asked for).
 fn check_mechanisms(ctx: &Pkcs11, slot: Slot, kind: KeyKind) -> Result<(), Fault> {
-    let available = ctx.get_mechanism_list(slot)?;
-    let needed: &[MechanismType] = match kind {
-        KeyKind::Rsa { .. } => &[MechanismType::RSA_PKCS],
-        KeyKind::Ec(_) => &[MechanismType::ECDSA],
+    let needed = match kind {
+        KeyKind::Rsa { .. } => MechanismType::RSA_PKCS,
+        KeyKind::Ec(_) => MechanismType::ECDSA,
     };
-    for m in needed {
-        if !available.contains(m) {
-            return Err(KeyError::Unsupported(format!("the token does not offer {m}")).into());
-        }
+    require_mechanism(ctx, slot, needed)
+}
+
+fn require_mechanism(ctx: &Pkcs11, slot: Slot, needed: MechanismType) -> Result<(), Fault> {
+    if ctx.get_mechanism_list(slot)?.contains(&needed) {
+        Ok(())
+    } else {
+        Err(KeyError::Unsupported(format!("the token does not offer {needed}")).into())
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -937,13 +1092,28 @@ impl Pkcs11Signer {
     /// [`KeyError::CertificateMismatch`] before anything is signed.
     #[tracing::instrument(skip_all, fields(token = %cfg.token_label))]
     pub fn open(cfg: Pkcs11Config, chain: Vec<Vec<u8>>, pss: bool) -> Result<Self, KeyError> {
-        let leaf = chain.first().ok_or_else(|| KeyError::Certificate("no certificate given for the key".into()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| KeyError::Certificate("no certificate given for the key".into()))?;
         let leaf_public = certificate_public_key(leaf)?;
         let key = Pkcs11Key::open_inner(cfg, Some(&leaf_public))?;
         if key.public != leaf_public {
             return Err(KeyError::CertificateMismatch);
         }
-        Ok(Pkcs11Signer { algorithm: key.signature_algorithm(pss), key: Arc::new(key), chain })
+        if pss && key.is_rsa() {
+            let slot = key
+                .target
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .slot;
+            require_mechanism(&key.ctx, slot, MechanismType::RSA_PKCS_PSS)
+                .map_err(|f| f.into_key_error(&key.cfg.token_label))?;
+        }
+        Ok(Pkcs11Signer {
+            algorithm: key.signature_algorithm(pss),
+            key: Arc::new(key),
+            chain,
+        })
     }
 
     /// The token key, e.g. for [`Pkcs11RcgenKey::new`].
@@ -993,7 +1163,12 @@ impl Signer for Pkcs11Signer {
 /// and may only `CKA_SIGN`. `cfg.key_label`/`key_id` are not used; a key that already has this
 /// label or id is an error.
 #[tracing::instrument(skip_all, fields(token = %cfg.token_label, label = %label))]
-pub fn generate_key(cfg: &Pkcs11Config, label: &str, id: &[u8], alg: KeyAlgorithm) -> Result<Vec<u8>, KeyError> {
+pub fn generate_key(
+    cfg: &Pkcs11Config,
+    label: &str,
+    id: &[u8],
+    alg: KeyAlgorithm,
+) -> Result<Vec<u8>, KeyError> {
     let ctx = context(&cfg.module)?;
     let token = &cfg.token_label;
     let generated = (|| {
@@ -1031,21 +1206,38 @@ pub fn generate_key(cfg: &Pkcs11Config, label: &str, id: &[u8], alg: KeyAlgorith
         ]);
         let (mechanism, kind) = match alg {
             KeyAlgorithm::P256 | KeyAlgorithm::P384 => {
-                let curve = if alg == KeyAlgorithm::P256 { Curve::P256 } else { Curve::P384 };
-                let params = curve.oid().to_der().map_err(|e| KeyError::Format(format!("curve OID: {e}")))?;
+                let curve = if alg == KeyAlgorithm::P256 {
+                    Curve::P256
+                } else {
+                    Curve::P384
+                };
+                let params = curve
+                    .oid()
+                    .to_der()
+                    .map_err(|e| KeyError::Format(format!("curve OID: {e}")))?;
                 public_t.push(Attribute::EcParams(params));
                 (Mechanism::EccKeyPairGen, KeyKind::Ec(curve))
             }
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
-                let bits: u64 = if alg == KeyAlgorithm::Rsa2048 { 2048 } else { 3072 };
+                let bits: u64 = if alg == KeyAlgorithm::Rsa2048 {
+                    2048
+                } else {
+                    3072
+                };
                 public_t.push(Attribute::ModulusBits(bits.into()));
                 public_t.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-                (Mechanism::RsaPkcsKeyPairGen, KeyKind::Rsa { modulus_len: (bits / 8) as usize })
+                (
+                    Mechanism::RsaPkcsKeyPairGen,
+                    KeyKind::Rsa {
+                        modulus_len: (bits / 8) as usize,
+                    },
+                )
             }
         };
         let (public, _private) = session.generate_key_pair(&mechanism, &public_t, &private_t)?;
-        let bits = public_object_key(&session, public, kind)?
-            .ok_or_else(|| KeyError::Unsupported("the generated public key has no readable key value".into()))?;
+        let bits = public_object_key(&session, public, kind)?.ok_or_else(|| {
+            KeyError::Unsupported("the generated public key has no readable key value".into())
+        })?;
         Ok(spki_der(kind, &bits)?)
     })();
     generated.map_err(|f| f.into_key_error(token))
@@ -1098,10 +1290,12 @@ impl rcgen::PublicKeyData for Pkcs11RcgenKey {
 
 impl rcgen::SigningKey for Pkcs11RcgenKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.key.sign_with(self.signature_algorithm(), msg).map_err(|e| {
-            tracing::error!(error = %e, "PKCS#11 signing for rcgen failed");
-            rcgen::Error::RemoteKeyError
-        })
+        self.key
+            .sign_with(self.signature_algorithm(), msg)
+            .map_err(|e| {
+                tracing::error!(error = %e, "PKCS#11 signing for rcgen failed");
+                rcgen::Error::RemoteKeyError
+            })
     }
 }
 
@@ -1145,7 +1339,10 @@ mod tests {
         let parsed = x509_parser::der_parser::parse_der(&info).unwrap().1;
         let seq = parsed.as_sequence().unwrap();
         let alg = seq[0].as_sequence().unwrap();
-        assert_eq!(alg[0].as_oid().unwrap().to_id_string(), "2.16.840.1.101.3.4.2.1");
+        assert_eq!(
+            alg[0].as_oid().unwrap().to_id_string(),
+            "2.16.840.1.101.3.4.2.1"
+        );
         assert_eq!(seq[1].as_slice().unwrap().len(), 32);
     }
 

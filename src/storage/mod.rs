@@ -1,6 +1,8 @@
 //! Persistence: one sqlx `Any` pool over SQLite (default) or PostgreSQL, the migrations in
 //! migrations/, and write transactions that serialize correctly on both.
 
+pub mod blobs;
+
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Transaction};
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Segel's integration tests: one binary so it links once.
 
+mod audit;
 mod common;
+mod db;
 mod keys;
 mod pkcs11;
 mod sign_cli;

@@ -12,14 +12,20 @@ use crate::sign_interop::assert_validators_accept;
 use crate::validators;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::session::SessionState;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::{Session, SessionState};
 use rcgen::{
-    CertificateParams, CertificateSigningRequestParams, CrlDistributionPoint, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    CertificateParams, CertificateSigningRequestParams, CrlDistributionPoint, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
 };
 use segel::keys::devpki::KeyAlgorithm;
-use segel::keys::pkcs11::{Pin, PinSource, Pkcs11Config, Pkcs11Key, Pkcs11RcgenKey, Pkcs11Signer, generate_key};
-use segel::keys::{KeyError, SignatureAlgorithm, Signer, certificate_public_key, load_certificates_pem};
+use segel::keys::pkcs11::{
+    Pin, PinSource, Pkcs11Config, Pkcs11Key, Pkcs11RcgenKey, Pkcs11Signer, generate_key,
+};
+use segel::keys::{
+    KeyError, SignatureAlgorithm, Signer, certificate_public_key, load_certificates_pem,
+};
 use segel::pdf::{SignRequest, sign_pdf};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,12 +47,22 @@ fn softhsm_module() -> PathBuf {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("softhsm2-util is installed but libsofthsm2.so is in none of {candidates:?}"))
+        .unwrap_or_else(|| {
+            panic!("softhsm2-util is installed but libsofthsm2.so is in none of {candidates:?}")
+        })
 }
 
 fn softhsm_util(conf: &Path, args: &[&str]) -> String {
-    let out = Command::new("softhsm2-util").args(args).env("SOFTHSM2_CONF", conf).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("softhsm2-util")
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "softhsm2-util {args:?}: {text}");
     text
 }
@@ -60,14 +76,23 @@ fn unavailable(r: Result<impl std::fmt::Debug, KeyError>, what: &str) -> String 
 
 /// The development PKI's issuing CA, with its software key.
 fn issuing_ca() -> Issuer<'static, KeyPair> {
-    let key = KeyPair::from_pem(&String::from_utf8(read("keys-example/issuing-ca.key.pem")).unwrap()).unwrap();
-    Issuer::from_ca_cert_pem(&String::from_utf8(read("keys-example/issuing-ca.pem")).unwrap(), key).unwrap()
+    let key =
+        KeyPair::from_pem(&String::from_utf8(read("keys-example/issuing-ca.key.pem")).unwrap())
+            .unwrap();
+    Issuer::from_ca_cert_pem(
+        &String::from_utf8(read("keys-example/issuing-ca.pem")).unwrap(),
+        key,
+    )
+    .unwrap()
 }
 
 fn dn(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, "ID");
-    dn.push(DnType::OrganizationName, "Kementerian Contoh Republik Indonesia");
+    dn.push(
+        DnType::OrganizationName,
+        "Kementerian Contoh Republik Indonesia",
+    );
     dn.push(DnType::CommonName, cn);
     dn
 }
@@ -83,13 +108,17 @@ fn issue(spki: &[u8], cn: &str, issuer: &Issuer<'_, KeyPair>) -> Vec<u8> {
     p.key_identifier_method = KeyIdMethod::Sha256;
     p.use_authority_key_identifier_extension = true;
     p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::ContentCommitment,
+    ];
     p.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 36]),
         ExtendedKeyUsagePurpose::EmailProtection,
     ];
-    p.crl_distribution_points =
-        vec![CrlDistributionPoint { uris: vec!["http://127.0.0.1:8080/crl/issuing-ca.crl".into()] }];
+    p.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec!["http://127.0.0.1:8080/crl/issuing-ca.crl".into()],
+    }];
     p.signed_by(&public, issuer).unwrap().der().to_vec()
 }
 
@@ -104,8 +133,8 @@ fn chain(leaf: Vec<u8>) -> Vec<Vec<u8>> {
 /// Check `sig` over `msg` with the public key of `cert` (ring, not the token).
 fn verify_with_cert(alg: SignatureAlgorithm, cert: &[u8], msg: &[u8], sig: &[u8]) {
     use ring::signature::{
-        ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
-        UnparsedPublicKey, VerificationAlgorithm,
+        ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, RSA_PKCS1_2048_8192_SHA256,
+        RSA_PSS_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm,
     };
     let v: &dyn VerificationAlgorithm = match alg {
         SignatureAlgorithm::RsaPkcs1Sha256 => &RSA_PKCS1_2048_8192_SHA256,
@@ -130,7 +159,33 @@ fn openssl_describes_spki(dir: &Path, name: &str, spki: &[u8], expect: &str) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains(expect), "{name}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains(expect),
+        "{name}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A read-write session on the test token through a second `cryptoki` context: the same module
+/// in the same process, so it shares the token's login state with the signers.
+fn second_session(module: &Path) -> Session {
+    let other = Pkcs11::new(module).unwrap();
+    match other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        r => panic!("the module is already initialized in this process: {r:?}"),
+    }
+    let slot = other
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            other
+                .get_token_info(*s)
+                .map(|i| i.label() == TOKEN)
+                .unwrap_or(false)
+        })
+        .unwrap();
+    other.open_rw_session(slot).unwrap()
 }
 
 #[test]
@@ -158,7 +213,19 @@ fn softhsm2_token_keys_sign_pades() {
         std::env::set_var("SOFTHSM2_CONF", &conf);
         std::env::set_var(PIN_VAR, USER_PIN);
     }
-    softhsm_util(&conf, &["--init-token", "--free", "--label", TOKEN, "--so-pin", SO_PIN, "--pin", USER_PIN]);
+    softhsm_util(
+        &conf,
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            USER_PIN,
+        ],
+    );
 
     let pin_file = write(dir.path(), "user.pin", format!("{USER_PIN}\n").as_bytes());
     let cfg = |key_label: &str| Pkcs11Config {
@@ -171,19 +238,40 @@ fn softhsm2_token_keys_sign_pades() {
 
     // --- PIN handling, first: the login state is per process and token, so once logged in the
     // token would never be asked about a wrong PIN again.
-    let wrong = Pkcs11Config { pin: Pin::new("0000"), ..cfg("ec") };
-    assert!(!format!("{wrong:?}").contains("0000"), "the PIN must not appear in Debug output");
-    let m = unavailable(generate_key(&wrong, "ec", &[1], KeyAlgorithm::P256), "generate_key with a wrong PIN");
+    let wrong = Pkcs11Config {
+        pin: Pin::new("0000"),
+        ..cfg("ec")
+    };
+    assert!(
+        !format!("{wrong:?}").contains("0000"),
+        "the PIN must not appear in Debug output"
+    );
+    let m = unavailable(
+        generate_key(&wrong, "ec", &[1], KeyAlgorithm::P256),
+        "generate_key with a wrong PIN",
+    );
     assert!(m.contains("CKR_PIN_INCORRECT"), "{m}");
     let m = unavailable(Pkcs11Key::open(wrong), "open with a wrong PIN");
     assert!(m.contains("PIN") && m.contains("CKR_PIN_INCORRECT"), "{m}");
     let env_pin = Pin::from_source(&PinSource::Env(PIN_VAR.into())).unwrap();
     assert!(!format!("{env_pin:?}").contains(USER_PIN));
-    let m = unavailable(Pin::from_source(&PinSource::Env("SEGEL_TEST_PIN_NOT_SET".into())), "unset PIN variable");
+    let m = unavailable(
+        Pin::from_source(&PinSource::Env("SEGEL_TEST_PIN_NOT_SET".into())),
+        "unset PIN variable",
+    );
     assert!(m.contains("SEGEL_TEST_PIN_NOT_SET"), "{m}");
-    unavailable(Pin::from_source(&PinSource::File(dir.path().join("missing.pin"))), "missing PIN file");
-    let m = unavailable(Pkcs11Key::open(Pkcs11Config { token_label: "no-such-token".into(), ..cfg("ec") }), "no token");
-    assert!(m.contains("no token labelled"), "{m}");
+    unavailable(
+        Pin::from_source(&PinSource::File(dir.path().join("missing.pin"))),
+        "missing PIN file",
+    );
+    let m = unavailable(
+        Pkcs11Key::open(Pkcs11Config {
+            token_label: "no-such-token".into(),
+            ..cfg("ec")
+        }),
+        "no token",
+    );
+    assert!(m.contains("no slot holds a token"), "{m}");
 
     // --- Key generation inside the token; the SPKIs are read back by openssl.
     let ec_spki = generate_key(&cfg("x"), "ec", &[1], KeyAlgorithm::P256).unwrap();
@@ -192,14 +280,36 @@ fn softhsm2_token_keys_sign_pades() {
     let rsa3072_spki = generate_key(&cfg("x"), "rsa3072", &[4], KeyAlgorithm::Rsa3072).unwrap();
     openssl_describes_spki(dir.path(), "ec.spki.der", &ec_spki, "prime256v1");
     openssl_describes_spki(dir.path(), "p384.spki.der", &p384_spki, "secp384r1");
-    openssl_describes_spki(dir.path(), "rsa.spki.der", &rsa_spki, "Public-Key: (2048 bit)");
-    openssl_describes_spki(dir.path(), "rsa3072.spki.der", &rsa3072_spki, "Public-Key: (3072 bit)");
+    openssl_describes_spki(
+        dir.path(),
+        "rsa.spki.der",
+        &rsa_spki,
+        "Public-Key: (2048 bit)",
+    );
+    openssl_describes_spki(
+        dir.path(),
+        "rsa3072.spki.der",
+        &rsa3072_spki,
+        "Public-Key: (3072 bit)",
+    );
     assert!(
-        matches!(generate_key(&cfg("x"), "ec", &[9], KeyAlgorithm::P256), Err(KeyError::Unsupported(_))),
+        matches!(
+            generate_key(&cfg("x"), "ec", &[9], KeyAlgorithm::P256),
+            Err(KeyError::Unsupported(_))
+        ),
         "a second key with the same label must be refused"
     );
-    let key = Pkcs11Key::open(Pkcs11Config { key_label: None, key_id: Some(vec![3]), ..cfg("x") }).unwrap();
-    assert_eq!(key.public_key_der().unwrap(), p384_spki, "found by CKA_ID, same public key");
+    let key = Pkcs11Key::open(Pkcs11Config {
+        key_label: None,
+        key_id: Some(vec![3]),
+        ..cfg("x")
+    })
+    .unwrap();
+    assert_eq!(
+        key.public_key_der().unwrap(),
+        p384_spki,
+        "found by CKA_ID, same public key"
+    );
     drop(key);
 
     // --- Certificates from the development issuing CA; PAdES signatures checked by validators.
@@ -209,17 +319,51 @@ fn softhsm2_token_keys_sign_pades() {
     let p384_chain = chain(issue(&p384_spki, "HSM Official P-384", &issuer));
     let rsa3072_chain = chain(issue(&rsa3072_spki, "HSM Official RSA-3072", &issuer));
     let cases = [
-        ("p256", "ec", &ec_chain, false, SignatureAlgorithm::EcdsaP256Sha256),
-        ("rsa", "rsa", &rsa_chain, false, SignatureAlgorithm::RsaPkcs1Sha256),
-        ("pss", "rsa", &rsa_chain, true, SignatureAlgorithm::RsaPssSha256),
-        ("p384", "p384", &p384_chain, false, SignatureAlgorithm::EcdsaP384Sha384),
-        ("rsa3072-pss", "rsa3072", &rsa3072_chain, true, SignatureAlgorithm::RsaPssSha256),
+        (
+            "p256",
+            "ec",
+            &ec_chain,
+            false,
+            SignatureAlgorithm::EcdsaP256Sha256,
+        ),
+        (
+            "rsa",
+            "rsa",
+            &rsa_chain,
+            false,
+            SignatureAlgorithm::RsaPkcs1Sha256,
+        ),
+        (
+            "pss",
+            "rsa",
+            &rsa_chain,
+            true,
+            SignatureAlgorithm::RsaPssSha256,
+        ),
+        (
+            "p384",
+            "p384",
+            &p384_chain,
+            false,
+            SignatureAlgorithm::EcdsaP384Sha384,
+        ),
+        (
+            "rsa3072-pss",
+            "rsa3072",
+            &rsa3072_chain,
+            true,
+            SignatureAlgorithm::RsaPssSha256,
+        ),
     ];
     for (name, label, chain, pss, alg) in cases {
         let signer = Pkcs11Signer::open(cfg(label), chain.clone(), pss).unwrap();
         assert_eq!(signer.algorithm(), alg, "{name}");
         assert!(!format!("{signer:?}").contains(USER_PIN));
-        let req = SignRequest { reason: Some("Disetujui".into()), location: Some("Jakarta".into()), ..Default::default() };
+        let req = SignRequest {
+            reason: Some("Disetujui".into()),
+            location: Some("Jakarta".into()),
+            ..Default::default()
+        };
         let signed = sign_pdf(read("fixtures/pdf/letter.pdf"), &signer, &req, &now()).unwrap();
         let out = write(dir.path(), &format!("hsm-{name}.pdf"), &signed.bytes);
         assert_validators_accept(&out, 1, false);
@@ -237,7 +381,12 @@ fn softhsm2_token_keys_sign_pades() {
                         let msg = format!("thread {t} signature {i}").into_bytes();
                         let sig = signer.sign(&msg).unwrap();
                         assert!(sig.len() <= signer.max_signature_len());
-                        verify_with_cert(signer.algorithm(), &signer.certificate_chain()[0], &msg, &sig);
+                        verify_with_cert(
+                            signer.algorithm(),
+                            &signer.certificate_chain()[0],
+                            &msg,
+                            &sig,
+                        );
                     }
                 }
             });
@@ -248,11 +397,17 @@ fn softhsm2_token_keys_sign_pades() {
     // --- A certificate for another key is refused before anything is signed.
     for (label, chain) in [("ec", &rsa_chain), ("rsa", &ec_chain), ("ec", &p384_chain)] {
         let r = Pkcs11Signer::open(cfg(label), chain.clone(), false);
-        assert!(matches!(r, Err(KeyError::CertificateMismatch)), "{label}: {r:?}");
+        assert!(
+            matches!(r, Err(KeyError::CertificateMismatch)),
+            "{label}: {r:?}"
+        );
     }
     let siti = load_certificates_pem(&read("keys-example/officials/siti.chain.pem")).unwrap();
     let r = Pkcs11Signer::open(cfg("ec"), siti, false);
-    assert!(matches!(r, Err(KeyError::CertificateMismatch)), "another P-256 key: {r:?}");
+    assert!(
+        matches!(r, Err(KeyError::CertificateMismatch)),
+        "another P-256 key: {r:?}"
+    );
     let m = unavailable(Pkcs11Key::open(cfg("no-such-key")), "missing key");
     assert!(m.contains("no private key"), "{m}");
 
@@ -263,33 +418,76 @@ fn softhsm2_token_keys_sign_pades() {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = dn(&format!("CSR {label}"));
         let csr = params.serialize_request(&key).unwrap();
-        let path = write(dir.path(), &format!("{label}.csr.pem"), csr.pem().unwrap().as_bytes());
+        let path = write(
+            dir.path(),
+            &format!("{label}.csr.pem"),
+            csr.pem().unwrap().as_bytes(),
+        );
         if validators::require("openssl") {
-            let out = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&path).output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert!(out.status.success() && text.contains("verify OK"), "openssl req -verify {label}: {text}");
+            let out = Command::new("openssl")
+                .args(["req", "-verify", "-noout", "-in"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && text.contains("verify OK"),
+                "openssl req -verify {label}: {text}"
+            );
         }
-        let cert = CertificateSigningRequestParams::from_der(csr.der()).unwrap().signed_by(&issuer).unwrap();
+        let cert = CertificateSigningRequestParams::from_der(csr.der())
+            .unwrap()
+            .signed_by(&issuer)
+            .unwrap();
         assert_eq!(certificate_public_key(cert.der()).unwrap(), key.der_bytes());
     }
 
-    // --- Logged out behind the signer's back: C_Logout through a second context on the same
+    // --- An EC key whose public key object is gone: the signer proves possession with a test
+    // signature that must verify under the certificate's key.
+    {
+        let session = second_session(&module);
+        let template = [
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(b"p384".to_vec()),
+        ];
+        let public = session.find_objects(&template).unwrap();
+        assert_eq!(public.len(), 1);
+        session.destroy_object(public[0]).unwrap();
+    }
+    let p384 = Pkcs11Signer::open(cfg("p384"), p384_chain.clone(), false).unwrap();
+    let sig = p384.sign(b"no public key object").unwrap();
+    verify_with_cert(
+        p384.algorithm(),
+        &p384_chain[0],
+        b"no public key object",
+        &sig,
+    );
+    let mut foreign = load_certificates_pem(&read("fixtures/pki/signer-p384.cert.pem")).unwrap();
+    foreign.extend(load_certificates_pem(&read("fixtures/pki/chain.pem")).unwrap());
+    let r = Pkcs11Signer::open(cfg("p384"), foreign, false);
+    assert!(
+        matches!(r, Err(KeyError::CertificateMismatch)),
+        "another P-384 key: {r:?}"
+    );
+    let r = Pkcs11Key::open(cfg("p384"));
+    assert!(
+        matches!(r, Err(KeyError::Unsupported(_))),
+        "no public key anywhere: {r:?}"
+    );
+
+    // --- Logged out behind the signers' backs: C_Logout through a second context on the same
     // module logs out every session of this process. The next call logs in again by itself.
     {
-        let other = Pkcs11::new(&module).unwrap();
-        match other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            r => panic!("the module is already initialized in this process: {r:?}"),
-        }
-        let slot = other
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| other.get_token_info(*s).map(|i| i.label() == TOKEN).unwrap_or(false))
-            .unwrap();
-        let session = other.open_ro_session(slot).unwrap();
+        let session = second_session(&module);
         session.logout().unwrap();
-        assert_eq!(session.get_session_info().unwrap().session_state(), SessionState::RoPublic);
+        assert_eq!(
+            session.get_session_info().unwrap().session_state(),
+            SessionState::RwPublic
+        );
     }
     let msg = b"after a logout";
     let sig = ec.sign(msg).unwrap();
@@ -303,5 +501,8 @@ fn softhsm2_token_keys_sign_pades() {
     assert!(m.contains(TOKEN), "{m}");
     unavailable(ec.health(), "health without the token");
     unavailable(pss.sign(b"token gone"), "RSA sign without the token");
-    unavailable(Pkcs11Signer::open(cfg("ec"), ec_chain.clone(), false), "open without the token");
+    unavailable(
+        Pkcs11Signer::open(cfg("ec"), ec_chain.clone(), false),
+        "open without the token",
+    );
 }

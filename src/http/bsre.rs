@@ -1,0 +1,144 @@
+//! Compatibility with BSrE's e-sign API v2, so agencies' existing clients need only a new base
+//! URL and credentials: `POST /api/v2/sign/pdf` and `POST /api/v2/verify/pdf`.
+
+use super::AppState;
+use super::auth::AppAuth;
+use super::error::ApiError;
+use crate::keys::keystore::Passphrase;
+use crate::pdf::{Placement, StampText, Visibility};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureProperties {
+    #[serde(default)]
+    tampilan: Option<String>,
+    #[serde(default)]
+    image_base64: Option<String>,
+    #[serde(default)]
+    page: Option<u32>,
+    #[serde(default)]
+    origin_x: Option<f32>,
+    #[serde(default)]
+    origin_y: Option<f32>,
+    #[serde(default)]
+    width: Option<f32>,
+    #[serde(default)]
+    height: Option<f32>,
+    #[serde(default)]
+    tag_koordinat: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignBody {
+    #[serde(default)]
+    nik: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    passphrase: String,
+    file: Vec<String>,
+    #[serde(default)]
+    signature_properties: Vec<SignatureProperties>,
+}
+
+pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<SignBody>) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = auth.require("submit")?;
+    let official = match (&body.nik, &body.email) {
+        (Some(nik), _) => st.wf.official_by("nip", nik).await,
+        (None, Some(email)) => st.wf.official_by("email", email).await,
+        _ => return Err(ApiError::bad_request("identity_required", "give nik or email")),
+    }
+    .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "user_not_registered", "the user is not registered (BSrE 2011)"))?;
+    if body.file.is_empty() || body.file.len() > 100 {
+        return Err(ApiError::bad_request("file_required", "give 1 to 100 base64 files"));
+    }
+    let signer = std::sync::Arc::new(st.wf.unlock_key(&official, Passphrase::new(body.passphrase.clone()), false).await?);
+    let mut out = Vec::new();
+    for (i, f) in body.file.iter().enumerate() {
+        let pdf = B64.decode(f.trim()).map_err(|_| ApiError::bad_request("invalid_base64", format!("file[{i}] is not base64")))?;
+        let props = body.signature_properties.get(i).or(body.signature_properties.first());
+        let visible = props.and_then(|p| p.tampilan.as_deref()).is_some_and(|t| t.eq_ignore_ascii_case("visible"));
+        let placement = match props {
+            Some(p) if p.tag_koordinat.as_deref().is_some_and(|t| !t.is_empty()) => Some(Placement::Anchor {
+                text: p.tag_koordinat.clone().unwrap_or_default(),
+                size: p.width.zip(p.height),
+            }),
+            Some(SignatureProperties { page: Some(page), origin_x: Some(x), origin_y: Some(y), width, height, .. }) => {
+                Some(Placement::Rect { page: *page, rect: [*x, *y, width.unwrap_or(240.0), height.unwrap_or(100.0)] })
+            }
+            _ => None,
+        };
+        if props.and_then(|p| p.image_base64.as_ref()).is_some() {
+            tracing::info!("BSrE imageBase64 is ignored: Segel draws its own stamp");
+        }
+        let visibility = match (visible, placement) {
+            (true, Some(p)) => Visibility::Stamp {
+                placement: p,
+                text: StampText {
+                    name: official.name.clone(),
+                    title: Some(official.title.clone()),
+                    signer_id: Some(official.nip.clone()),
+                    time_text: String::new(),
+                    qr_url: None,
+                    issuer_org: None,
+                },
+            },
+            (true, None) => return Err(ApiError::bad_request("placement_required", "tampilan VISIBLE needs page/originX/originY or tag_koordinat")),
+            (false, _) => Visibility::Invisible,
+        };
+        let reason = props.and_then(|p| p.reason.clone());
+        let location = props.and_then(|p| p.location.clone());
+        let (doc, signed) = st.wf.sign_direct(app, &official, signer.clone(), pdf, visibility, reason, location).await?;
+        let _ = doc;
+        out.push(B64.encode(signed));
+    }
+    Ok(Json(json!({"file": out, "time": st.wf.now_ms()})))
+}
+
+#[derive(Deserialize)]
+pub struct VerifyBody {
+    file: String,
+}
+
+pub async fn verify(State(st): State<AppState>, Json(body): Json<VerifyBody>) -> Result<Json<serde_json::Value>, ApiError> {
+    let pdf = B64.decode(body.file.trim()).map_err(|_| ApiError::bad_request("invalid_base64", "file is not base64"))?;
+    let report = super::public::run_verify(&st, pdf, "file.pdf").await?;
+    let infos: Vec<serde_json::Value> = report
+        .signatures
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.field,
+                "signerName": s.signer.as_ref().and_then(|x| x.name.clone()),
+                "fieldName": s.field,
+                "signatureFormat": format!("PAdES ({})", s.subfilter),
+                "timestampInfomation": s.timestamp.as_ref().map(|t| json!({"signerName": t.tsa, "timestampDate": t.time})),
+                "modified": s.verdict == crate::trust::Verdict::Modified,
+                "certificateTrusted": s.trusted,
+                "integrityValid": s.integrity && s.crypto_valid,
+                "signatureDate": s.claimed_time,
+                "certLevelCode": 0,
+                "summary": s.summary_id,
+            })
+        })
+        .collect();
+    let (conclusion, description) = if report.signatures.is_empty() {
+        ("NO_SIGNATURE", "Dokumen tidak memiliki tanda tangan elektronik")
+    } else if report.all_valid() {
+        ("VALID", "Dokumen valid, Sertifikat yang digunakan terpercaya")
+    } else {
+        ("NOT_VALID", "Dokumen tidak valid atau sertifikat tidak terpercaya")
+    };
+    Ok(Json(json!({"conclusion": conclusion, "description": description, "signatureInformations": infos})))
+}

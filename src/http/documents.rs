@@ -1,0 +1,158 @@
+//! Back-office and official endpoints for documents.
+
+use super::AppState;
+use super::auth::{AppAuth, OfficialAuth, SESSION_COOKIE};
+use super::error::ApiError;
+use crate::keys::keystore::Passphrase;
+use crate::workflow::documents::{SubmitMeta, Version};
+use axum::Json;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Read a multipart body: the `file` parts and the text parts.
+pub async fn read_multipart(mut mp: Multipart) -> Result<(Vec<Vec<u8>>, std::collections::HashMap<String, String>), ApiError> {
+    let mut files = Vec::new();
+    let mut fields = std::collections::HashMap::new();
+    while let Some(field) = mp.next_field().await? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "file" || name == "files" || name == "file[]" {
+            files.push(field.bytes().await?.to_vec());
+        } else {
+            fields.insert(name, field.text().await?);
+        }
+    }
+    Ok((files, fields))
+}
+
+pub async fn submit(State(st): State<AppState>, auth: AppAuth, mp: Multipart) -> Result<Response, ApiError> {
+    let app = auth.require("submit")?;
+    let (mut files, fields) = read_multipart(mp).await?;
+    if files.len() != 1 {
+        return Err(ApiError::bad_request("file_required", "send exactly one `file` part (the PDF)"));
+    }
+    let meta = fields.get("metadata").ok_or_else(|| ApiError::bad_request("metadata_required", "send a `metadata` part (JSON)"))?;
+    let meta: SubmitMeta = serde_json::from_str(meta).map_err(|e| ApiError::bad_request("invalid_metadata", format!("metadata: {e}")))?;
+    let doc = st.wf.submit(app, files.remove(0), meta).await?;
+    Ok((StatusCode::CREATED, Json(doc)).into_response())
+}
+
+pub async fn get(State(st): State<AppState>, auth: AppAuth, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = auth.require("read").or_else(|_| auth.require("submit"))?;
+    let doc = st.wf.app_document(app, &id).await?;
+    let history = crate::audit::list(&st.wf.db, &crate::audit::Filter { document_id: Some(id.clone()), ..Default::default() })
+        .await
+        .map_err(crate::workflow::WorkflowError::from)?;
+    let webhooks = st.wf.webhook_attempts(&id).await?;
+    let mut v = serde_json::to_value(&doc).unwrap_or_default();
+    v["history"] = serde_json::to_value(history).unwrap_or_default();
+    v["webhook_attempts"] = json!(webhooks);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+pub struct FileQuery {
+    version: Option<Version>,
+}
+
+pub async fn file(State(st): State<AppState>, auth: AppAuth, Path(id): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
+    let app = auth.require("read").or_else(|_| auth.require("submit"))?;
+    let doc = st.wf.app_document(app, &id).await?;
+    let bytes = st.wf.file(&doc, q.version.unwrap_or(Version::Current)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response())
+}
+
+pub async fn cancel(State(st): State<AppState>, auth: AppAuth, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = auth.require("submit")?;
+    Ok(Json(serde_json::to_value(st.wf.cancel(app, &id).await?).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(st): State<AppState>, Json(body): Json<Login>) -> Result<Response, ApiError> {
+    let (official, token) = st.wf.login(&body.username, &body.password).await?;
+    let secure = if st.wf.cfg.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200{secure}");
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"token": token, "official": official}))).into_response())
+}
+
+pub async fn inbox(State(st): State<AppState>, OfficialAuth(o): OfficialAuth) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({"documents": st.wf.inbox(&o).await?})))
+}
+
+/// Officials may also read documents they have a step on.
+pub async fn official_file(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let doc = st.wf.document(&id).await?;
+    if !doc.steps.iter().any(|s| s.official_id == o.id) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no document {id:?}")));
+    }
+    let bytes = st.wf.file(&doc, Version::Current).await?;
+    Ok(([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Approve {
+    passphrase: String,
+}
+
+pub async fn approve(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Path((id, n)): Path<(String, i64)>, Json(body): Json<Approve>) -> Result<Json<serde_json::Value>, ApiError> {
+    let doc = st.wf.approve(&o, &id, n, Passphrase::new(body.passphrase)).await?;
+    Ok(Json(serde_json::to_value(doc).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub struct Reject {
+    reason: String,
+}
+
+pub async fn reject(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Path((id, n)): Path<(String, i64)>, Json(body): Json<Reject>) -> Result<Json<serde_json::Value>, ApiError> {
+    let doc = st.wf.reject(&o, &id, n, &body.reason).await?;
+    Ok(Json(serde_json::to_value(doc).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub struct BatchApprove {
+    documents: Vec<String>,
+    passphrase: String,
+}
+
+pub async fn approve_batch(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Json(body): Json<BatchApprove>) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.documents.is_empty() || body.documents.len() > 500 {
+        return Err(ApiError::bad_request("invalid_batch", "give 1 to 500 document ids"));
+    }
+    let results = st.wf.approve_batch(&o, &body.documents, Passphrase::new(body.passphrase)).await?;
+    Ok(Json(json!({"results": results})))
+}
+
+pub async fn seal(State(st): State<AppState>, auth: AppAuth, mp: Multipart) -> Result<Response, ApiError> {
+    let app = auth.require("seal")?;
+    let (mut files, fields) = read_multipart(mp).await?;
+    if files.len() != 1 {
+        return Err(ApiError::bad_request("file_required", "send exactly one `file` part"));
+    }
+    let meta: serde_json::Value = match fields.get("metadata") {
+        Some(m) => serde_json::from_str(m).map_err(|e| ApiError::bad_request("invalid_metadata", format!("metadata: {e}")))?,
+        None => json!({}),
+    };
+    let placement = match meta.get("placement") {
+        Some(p) => Some(serde_json::from_value(p.clone()).map_err(|e| ApiError::bad_request("invalid_metadata", format!("placement: {e}")))?),
+        None => None,
+    };
+    let title = meta.get("title").and_then(|t| t.as_str()).unwrap_or("(sealed letter)");
+    let number = meta.get("letter_number").and_then(|t| t.as_str()).unwrap_or("-");
+    let (doc, bytes) = st.wf.seal(app, files.remove(0), title, number, placement).await?;
+    let mut resp = ([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&doc.id) {
+        resp.headers_mut().insert("X-Segel-Document-Id", v);
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&doc.verification_url) {
+        resp.headers_mut().insert("X-Segel-Verification-Url", v);
+    }
+    Ok(resp)
+}

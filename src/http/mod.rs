@@ -1,0 +1,153 @@
+//! The HTTP service: router, shared state, error mapping, rate limiting, background workers.
+
+pub mod auth;
+pub mod bsre;
+pub mod documents;
+pub mod error;
+pub mod ops;
+pub mod public;
+
+use crate::workflow::Workflow;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub wf: Arc<Workflow>,
+    pub metrics: PrometheusHandle,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// A token bucket per client address for the public endpoints.
+pub struct RateLimiter {
+    per_minute: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter { per_minute: f64::from(per_minute.max(1)), buckets: Mutex::default() }
+    }
+
+    fn allow(&self, ip: IpAddr) -> bool {
+        let Ok(mut b) = self.buckets.lock() else { return true };
+        if b.len() > 100_000 {
+            b.clear();
+        }
+        let now = Instant::now();
+        let (tokens, last) = b.entry(ip).or_insert((self.per_minute, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn rate_limit(State(st): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+    if st.limiter.allow(addr.ip()) {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this address; slow down").into_response()
+    }
+}
+
+/// Count requests and latencies; turn bare framework errors (404, 405, 413…) into JSON.
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    metrics::counter!("segel_http_requests_total", "method" => method, "status" => status.as_u16().to_string()).increment(1);
+    metrics::histogram!("segel_http_request_seconds").record(start.elapsed().as_secs_f64());
+    let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body exceeds the limit"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "wrong Content-Type for this route"),
+            StatusCode::UNPROCESSABLE_ENTITY => ("invalid_body", "the request body could not be read"),
+            s if s.is_server_error() => ("internal", "internal error"),
+            _ => ("bad_request", "the request could not be read"),
+        };
+        return ApiError::new(status, code, message).into_response();
+    }
+    resp
+}
+
+/// The process-wide Prometheus recorder (installed once even when tests start many apps).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/api/v1/verify", post(public::verify))
+        .route("/api/v1/public/{code}", get(public::record_json))
+        .route("/v/{code}", get(public::record_page))
+        .route("/v/{code}/check", post(public::record_check))
+        .route("/api/v2/verify/pdf", post(bsre::verify))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    Router::new()
+        .route("/api/v1/documents", post(documents::submit))
+        .route("/api/v1/documents/{id}", get(documents::get))
+        .route("/api/v1/documents/{id}/file", get(documents::file))
+        .route("/api/v1/documents/{id}/cancel", post(documents::cancel))
+        .route("/api/v1/documents/{id}/steps/{n}/approve", post(documents::approve))
+        .route("/api/v1/documents/{id}/steps/{n}/reject", post(documents::reject))
+        .route("/api/v1/inbox", get(documents::inbox))
+        .route("/api/v1/inbox/{id}/file", get(documents::official_file))
+        .route("/api/v1/approvals/batch", post(documents::approve_batch))
+        .route("/api/v1/login", post(documents::login))
+        .route("/api/v1/seal", post(documents::seal))
+        .route("/api/v1/audit", get(ops::audit))
+        .route("/api/v2/sign/pdf", post(bsre::sign))
+        .route("/crl/{name}", get(public::crl))
+        .route("/tsa", post(public::tsa))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(public)
+        .layer(DefaultBodyLimit::max(state.wf.cfg.max_body_bytes))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Deliver due webhooks every half second until the process ends.
+pub fn spawn_webhook_worker(wf: Arc<Workflow>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        loop {
+            match wf.deliver_due_webhooks(&client).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook delivery"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
