@@ -7,9 +7,9 @@
 //! without `CKM_SHA256_RSA_PKCS` or `CKM_ECDSA_SHA256` (SoftHSM2 has no hashing ECDSA) work too.
 //!
 //! One `Pkcs11` context is kept per module path for the whole process: `C_Initialize` may be
-//! called once per process (v2.40 base §5.4.1), and the login state is shared by all sessions an
-//! application has with a token (v2.40 base §5.6.7 C_Login), so several signers on one token
-//! share it. The context is never finalized.
+//! called once per process (v2.40 base §5.4, C_Initialize), and the login state is shared by all
+//! sessions an application has with a token (v2.40 base §5.6, C_Login), so several signers on one
+//! token share it. The context is never finalized.
 
 use super::devpki::KeyAlgorithm;
 use super::{KeyError, SignatureAlgorithm, Signer, certificate_public_key};
@@ -204,6 +204,9 @@ impl Fault {
                 | RvError::TokenNotPresent
                 | RvError::TokenNotRecognized
                 | RvError::SlotIdInvalid
+                // A logged-out session cannot see private objects: SoftHSM2 answers C_SignInit
+                // with CKR_OBJECT_HANDLE_INVALID then, not CKR_USER_NOT_LOGGED_IN. Handles also
+                // change when a token is re-inserted.
                 | RvError::KeyHandleInvalid
                 | RvError::ObjectHandleInvalid
                 | RvError::CryptokiNotInitialized
@@ -419,7 +422,7 @@ fn spki_der(kind: KeyKind, public: &[u8]) -> Result<Vec<u8>, KeyError> {
 /// DER ECDSA-Sig-Value from the `r ‖ s` octets that `CKM_ECDSA` returns (v2.40 Mechanisms
 /// §2.3.1: two halves of equal length, most significant byte first).
 fn ecdsa_der(raw: &[u8], curve: Curve) -> Result<Vec<u8>, KeyError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 2 * curve.n_len() {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * curve.n_len() {
         return Err(KeyError::Signing(format!(
             "the token returned a {}-byte ECDSA signature",
             raw.len()
@@ -671,7 +674,8 @@ pub struct Pkcs11Key {
     pool: SessionPool,
     /// Held while reconnecting, so one thread reconnects and the others wait for it.
     reconnecting: Mutex<()>,
-    /// Set once the token refused the PIN; later calls fail without trying it again.
+    /// Set once the token refused the PIN; later calls fail without trying it again (a token
+    /// locks the PIN after a few wrong tries). A corrected PIN needs a new `Pkcs11Key`.
     pin_refused: AtomicBool,
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod db;
 mod keys;
 mod pkcs11;
+mod service;
 mod sign_cli;
 mod sign_interop;
 mod validators;
