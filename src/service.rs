@@ -63,7 +63,8 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
     let tsa = Arc::new(crate::cms::BuiltinTsa::new(tsa_signer, crate::cms::tsp::DEV_TSA_POLICY, clock.clone()).map_err(err("TSA"))?);
     let auditor: Arc<dyn Signer> = Arc::new(pem_signer(&cfg.keys_dir, "auditor")?);
     let zone = DisplayZone::parse(&cfg.time_zone).map_err(|e| StartError(format!("time_zone: {e}")))?;
-    Ok(Arc::new(Workflow { cfg, db, blobs, keys, trust: Arc::new(trust), seal, tsa, auditor, clock, zone }))
+    let seals = crate::workflow::batcher::SealBatcher::start(db.clone(), auditor.clone(), cfg.audit_checkpoint_every);
+    Ok(Arc::new(Workflow { cfg, db, blobs, keys, trust: Arc::new(trust), seal, tsa, auditor, clock, zone, seals }))
 }
 
 /// On a database without applications: create the demo application, a reviewer, a signer and

@@ -84,14 +84,21 @@ mod tests {
 
     #[test]
     fn sorts_keys_at_every_depth_without_whitespace() {
-        let v = json!({ "z": 1, "a": { "y": [true, null, { "b": 2, "a": 1 }], "x": "s" }, "m": -3 });
-        assert_eq!(to_string(&v), r#"{"a":{"x":"s","y":[true,null,{"a":1,"b":2}]},"m":-3,"z":1}"#);
+        let v =
+            json!({ "z": 1, "a": { "y": [true, null, { "b": 2, "a": 1 }], "x": "s" }, "m": -3 });
+        assert_eq!(
+            to_string(&v),
+            r#"{"a":{"x":"s","y":[true,null,{"a":1,"b":2}]},"m":-3,"z":1}"#
+        );
     }
 
     #[test]
     fn escapes_like_rfc_8785() {
         let v = json!("q\"b\\\u{1}\u{1f}\n\t\r\u{8}\u{c}/é€😀");
-        assert_eq!(to_string(&v), "\"q\\\"b\\\\\\u0001\\u001f\\n\\t\\r\\b\\f/é€😀\"");
+        assert_eq!(
+            to_string(&v),
+            "\"q\\\"b\\\\\\u0001\\u001f\\n\\t\\r\\b\\f/é€😀\""
+        );
         // The output is valid JSON that reads back to the same value.
         let back: Value = serde_json::from_str(&to_string(&v)).unwrap();
         assert_eq!(back, v);
@@ -101,7 +108,10 @@ mod tests {
     fn numbers_and_round_trip() {
         let v = json!({ "big": u64::MAX, "neg": i64::MIN, "f": 1.5, "zero": 0 });
         let text = to_string(&v);
-        assert_eq!(text, r#"{"big":18446744073709551615,"f":1.5,"neg":-9223372036854775808,"zero":0}"#);
+        assert_eq!(
+            text,
+            r#"{"big":18446744073709551615,"f":1.5,"neg":-9223372036854775808,"zero":0}"#
+        );
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(to_string(&back), text);
     }

@@ -46,7 +46,9 @@ pub enum AuditError {
     Db(#[from] sqlx::Error),
     #[error("the audit head row is missing (migrations not applied?)")]
     NoHead,
-    #[error("the audit head moved during the append (was the transaction not a write transaction?)")]
+    #[error(
+        "the audit head moved during the append (was the transaction not a write transaction?)"
+    )]
     HeadMoved,
     #[error("signing the checkpoint: {0}")]
     Key(#[from] KeyError),
@@ -402,7 +404,10 @@ pub async fn list(db: &Db, filter: &Filter) -> Result<Vec<Entry>, AuditError> {
     }
     n += 1;
     sql.push_str(&format!(" ORDER BY seq LIMIT ${n}"));
-    let limit = filter.limit.unwrap_or(LIST_MAX_LIMIT).clamp(1, LIST_MAX_LIMIT);
+    let limit = filter
+        .limit
+        .unwrap_or(LIST_MAX_LIMIT)
+        .clamp(1, LIST_MAX_LIMIT);
 
     let mut query = sqlx::query(&sql);
     for value in text.into_iter().filter_map(|(_, v)| v.clone()) {
@@ -455,7 +460,10 @@ mod tests {
                 details: r#"{"a":1}"#,
             },
         );
-        assert_eq!(h, "053fa676d4663fda0828eb308e65308c9d435577918f26160ecf24f81551bc90");
+        assert_eq!(
+            h,
+            "053fa676d4663fda0828eb308e65308c9d435577918f26160ecf24f81551bc90"
+        );
     }
 
     #[test]

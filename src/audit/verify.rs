@@ -138,7 +138,10 @@ impl Walk<'_> {
                     return Ok(Err(if row.seq > expected {
                         (
                             expected,
-                            format!("entry {expected} is missing (the next entry is {})", row.seq),
+                            format!(
+                                "entry {expected} is missing (the next entry is {})",
+                                row.seq
+                            ),
                         )
                     } else {
                         (
@@ -150,7 +153,10 @@ impl Walk<'_> {
                 if row.computed_hash() != row.hash {
                     return Ok(Err((
                         row.seq,
-                        format!("entry {} was altered: its content does not match its hash", row.seq),
+                        format!(
+                            "entry {} was altered: its content does not match its hash",
+                            row.seq
+                        ),
                     )));
                 }
                 let prev_hash = prev.as_ref().map_or(GENESIS_HASH, |p| p.hash.as_str());
@@ -238,10 +244,15 @@ impl Walk<'_> {
             if cp.seq > row.seq {
                 break;
             }
-            let Some(cp) = self.pending.pop_front() else { break };
+            let Some(cp) = self.pending.pop_front() else {
+                break;
+            };
             if cp.seq < row.seq {
                 // Rows are checked gap-free from 1, so only a seq below 1 gets here.
-                return Ok(Err((cp.seq, format!("a checkpoint names entry {}, which cannot exist", cp.seq))));
+                return Ok(Err((
+                    cp.seq,
+                    format!("a checkpoint names entry {}, which cannot exist", cp.seq),
+                )));
             }
             if let Err(bad) = self.check_signature(&cp) {
                 return Ok(Err(bad));
@@ -266,18 +277,21 @@ impl Walk<'_> {
     fn check_signature(&mut self, cp: &RawCheckpoint) -> Result<(), Bad> {
         let bad = |why: String| (cp.seq, format!("checkpoint {}: {why}", cp.seq));
         let der = certificate_der(&cp.certificate).map_err(bad)?;
-        if let Some(trusted) = self.trusted {
-            if der != trusted {
-                return Err(bad("signed with a certificate other than the trusted auditor's".into()));
-            }
+        if self.trusted.is_some_and(|trusted| der != trusted) {
+            return Err(bad(
+                "signed with a certificate other than the trusted auditor's".into(),
+            ));
         }
-        if self.key.as_ref().is_none_or(|k| k.cert_der != der) {
-            self.key = Some(CheckpointKey::from_der(der).map_err(bad)?);
-        }
-        let Some(key) = &self.key else {
-            return Err(bad("no key".into()));
+        // Consecutive checkpoints normally share one certificate: parse it once.
+        let key = match self.key.take() {
+            Some(key) if key.cert_der == der => key,
+            _ => CheckpointKey::from_der(der).map_err(bad)?,
         };
-        key.verify(cp.seq, &cp.head_hash, &cp.signature).map_err(bad)
+        let verified = key
+            .verify(cp.seq, &cp.head_hash, &cp.signature)
+            .map_err(bad);
+        self.key = Some(key);
+        verified
     }
 
     async fn peek_checkpoint(
@@ -309,13 +323,18 @@ const ROW_COLUMNS: &str =
 
 /// Up to [`PAGE`] rows with a seq above `after` (all seqs when `None`, so that even a forged
 /// row at `i64::MIN` is read), in seq order.
-async fn rows_page(conn: &mut AnyConnection, after: Option<i64>) -> Result<Vec<RawRow>, AuditError> {
+async fn rows_page(
+    conn: &mut AnyConnection,
+    after: Option<i64>,
+) -> Result<Vec<RawRow>, AuditError> {
     let rows = match after {
         None => {
-            sqlx::query(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY seq LIMIT $1"))
-                .bind(PAGE)
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query(&format!(
+                "SELECT {ROW_COLUMNS} FROM audit_log ORDER BY seq LIMIT $1"
+            ))
+            .bind(PAGE)
+            .fetch_all(&mut *conn)
+            .await?
         }
         Some(after) => {
             sqlx::query(&format!(
@@ -351,10 +370,12 @@ async fn checkpoints_page(
     const COLUMNS: &str = "seq, head_hash, signature, certificate";
     let rows = match after {
         None => {
-            sqlx::query(&format!("SELECT {COLUMNS} FROM audit_checkpoints ORDER BY seq LIMIT $1"))
-                .bind(PAGE)
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM audit_checkpoints ORDER BY seq LIMIT $1"
+            ))
+            .bind(PAGE)
+            .fetch_all(&mut *conn)
+            .await?
         }
         Some(after) => {
             sqlx::query(&format!(

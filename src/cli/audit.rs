@@ -142,13 +142,11 @@ fn database(args: &DatabaseArgs) -> Result<(Config, String), CliError> {
         .database_url
         .clone()
         .unwrap_or_else(|| config.database_url.clone());
-    if let Some(path) = sqlite_path(&url) {
-        if path != Path::new(":memory:") && !path.exists() {
-            return Err(CliError(format!(
-                "no database at {} ({url})",
-                path.display()
-            )));
-        }
+    if let Some(path) = sqlite_path(&url).filter(|p| p != Path::new(":memory:") && !p.exists()) {
+        return Err(CliError(format!(
+            "no database at {} ({url})",
+            path.display()
+        )));
     }
     Ok((config, url))
 }

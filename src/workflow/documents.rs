@@ -499,14 +499,18 @@ impl Workflow {
         let blobs = self.blobs.clone();
         let stored = bytes.clone();
         let sha = tokio::task::spawn_blocking(move || blobs.put(&stored)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??;
-        let now = self.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query("INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, 'completed', $5, $6, $7, $7, NULL, 1, $8, $8)")
-            .bind(&id).bind(&app.id).bind(title).bind(letter_number).bind(&code).bind(&original).bind(&sha).bind(now)
-            .execute(&mut *tx).await?;
-        self.audit(&mut tx, &app.actor(), "document.sealed", Some(&id), serde_json::json!({"sha256": sha, "letter_number": letter_number})).await?;
-        tx.commit().await?;
-        self.after_commit().await;
+        let record = super::batcher::SealRecord {
+            id: id.clone(),
+            app_id: app.id.clone(),
+            app_name: app.name.clone(),
+            title: title.to_string(),
+            letter_number: letter_number.to_string(),
+            code,
+            original_sha256: original,
+            signed_sha256: sha,
+            at: self.now_ms(),
+        };
+        self.seals.record(record).await.map_err(WorkflowError::Internal)?;
         metrics::counter!("segel_signatures_total", "kind" => "seal").increment(1);
         Ok((self.document(&id).await?, bytes))
     }

@@ -4,6 +4,7 @@
 //! is audited in the same transaction that performs it.
 
 pub mod accounts;
+pub mod batcher;
 pub mod documents;
 pub mod webhooks;
 
@@ -97,6 +98,8 @@ pub struct Workflow {
     pub auditor: Arc<dyn Signer>,
     pub clock: Arc<dyn Clock>,
     pub zone: DisplayZone,
+    /// Group commit of sealed letters.
+    pub seals: batcher::SealBatcher,
 }
 
 /// Who did something, for the audit log.

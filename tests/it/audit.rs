@@ -163,10 +163,7 @@ async fn assert_intact(db: &Db, url: &str, entries: i64, checkpoints: i64) {
     );
     let (code, out, err) = cli(verify_args(url, &[])).await;
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
-    assert!(
-        out.contains(&format!("intact: {entries} entries")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("intact: {entries} entries")), "{out}");
 }
 
 /// `verify` and the CLI both report a broken log whose first bad seq is `seq`.
@@ -179,7 +176,10 @@ async fn assert_broken(db: &Db, url: &str, case: &str, seq: i64) {
     let (code, out, err) = cli(verify_args(url, &[])).await;
     assert_eq!(code, 1, "{case}: stdout: {out} stderr: {err}");
     assert_eq!(out.lines().count(), 1, "{case}: {out}");
-    assert!(out.contains(&format!("BROKEN at seq {seq}: ")), "{case}: {out}");
+    assert!(
+        out.contains(&format!("BROKEN at seq {seq}: ")),
+        "{case}: {out}"
+    );
 }
 
 /// Rewrite entry `seq` with other details, its hash recomputed so that it is consistent in
@@ -310,7 +310,10 @@ async fn tampering(url: String) {
     );
     restore(&db).await;
     // ... and caught once the head has been checkpointed.
-    assert_eq!(audit::checkpoint(&db, &signer, T0).await.unwrap(), Some(250));
+    assert_eq!(
+        audit::checkpoint(&db, &signer, T0).await.unwrap(),
+        Some(250)
+    );
     assert_eq!(audit::checkpoint(&db, &signer, T0).await.unwrap(), None);
     sql(&db, "DELETE FROM audit_log WHERE seq = 250").await;
     set_head(&db, 249, &h249).await;
@@ -384,7 +387,11 @@ async fn tampering(url: String) {
     let other = audit::verify(&db, Some(cert_der("keys-example/seal.pem").as_slice()))
         .await
         .unwrap();
-    assert_eq!((other.ok, other.first_bad_seq), (false, Some(100)), "{other:?}");
+    assert_eq!(
+        (other.ok, other.first_bad_seq),
+        (false, Some(100)),
+        "{other:?}"
+    );
     let pem = |rel: &str| common::root().join(rel).display().to_string();
     let (code, out, _) = cli(verify_args(
         &url,
@@ -494,8 +501,24 @@ async fn listing(url: String) {
     for (e, i) in all.iter().zip(1..) {
         let want = entry(i);
         assert_eq!(
-            (e.seq, e.at, e.actor_kind, &e.actor_id, &e.action, &e.document_id, &e.details),
-            (i, T0 + i * 1000, want.actor_kind, &want.actor_id, &want.action, &want.document_id, &want.details)
+            (
+                e.seq,
+                e.at,
+                e.actor_kind,
+                &e.actor_id,
+                &e.action,
+                &e.document_id,
+                &e.details
+            ),
+            (
+                i,
+                T0 + i * 1000,
+                want.actor_kind,
+                &want.actor_id,
+                &want.action,
+                &want.document_id,
+                &want.details
+            )
         );
     }
     assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
@@ -520,6 +543,7 @@ async fn listing(url: String) {
     let page = audit::list(
         &db,
         &Filter {
+            document_id: None,
             action: Some("step.sign".into()),
             actor_id: Some("actor-2".into()),
             since_millis: Some(T0 + 2000),

@@ -3,8 +3,9 @@
 //! authentication) that the test drops when done.
 #![allow(dead_code)]
 
+use sqlx::AnyConnection;
 use sqlx::Connection;
-use sqlx::any::{AnyConnection, install_default_drivers};
+use sqlx::any::install_default_drivers;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -48,7 +49,10 @@ pub async fn postgres_url() -> Option<String> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).unwrap();
     let name = format!(
         "segel_{}",
-        random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)

@@ -6,15 +6,13 @@ use crate::db;
 use segel::config::Config;
 use segel::service::Application;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub creds: Value,
-    pub db_url: String,
-    pub data: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,7 +36,6 @@ pub fn config(db_url: &str, data: &Path) -> Config {
 }
 
 pub async fn spawn(cfg: Config) -> TestApp {
-    let db_url = cfg.database_url.clone();
     let data = cfg.data_dir.clone();
     let app = Application::build(cfg).await.expect("service starts");
     let base = format!("http://127.0.0.1:{}", app.port);
@@ -46,7 +43,7 @@ pub async fn spawn(cfg: Config) -> TestApp {
         let _ = app.run().await;
     });
     let creds: Value = serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap()).unwrap();
-    TestApp { base, client: reqwest::Client::new(), creds, db_url, data, task }
+    TestApp { base, client: reqwest::Client::new(), creds, task }
 }
 
 impl TestApp {
