@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureProperties {
     #[serde(default)]
@@ -39,7 +39,7 @@ pub struct SignatureProperties {
     location: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignBody {
     #[serde(default)]
@@ -52,6 +52,10 @@ pub struct SignBody {
     signature_properties: Vec<SignatureProperties>,
 }
 
+#[utoipa::path(
+    post, path = "/api/v2/sign/pdf", tag = "bsre", security(("app_key" = [])), request_body = SignBody,
+    responses((status = 200, description = "`{file: [base64 signed PDFs], time}`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Wrong passphrase (with `attempts_left`)", body = crate::http::openapi::ErrorBody), (status = 403, description = "Credentials lack the needed scope or role", body = crate::http::openapi::ErrorBody), (status = 404, description = "The user is not registered (BSrE 2011)", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF or metadata was rejected", body = crate::http::openapi::ErrorBody), (status = 423, description = "Signing locked after repeated wrong passphrases", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<SignBody>) -> Result<Json<serde_json::Value>, ApiError> {
     let app = auth.require("submit")?;
     let official = match (&body.nik, &body.email) {
@@ -106,11 +110,15 @@ pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<Si
     Ok(Json(json!({"file": out, "time": st.wf.now_ms()})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct VerifyBody {
     file: String,
 }
 
+#[utoipa::path(
+    post, path = "/api/v2/verify/pdf", tag = "bsre", request_body = VerifyBody,
+    responses((status = 200, description = "`{conclusion, description, signatureInformations}` in BSrE's shape", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF could not be read", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn verify(State(st): State<AppState>, Json(body): Json<VerifyBody>) -> Result<Json<serde_json::Value>, ApiError> {
     let pdf = B64.decode(body.file.trim()).map_err(|_| ApiError::bad_request("invalid_base64", "file is not base64"))?;
     let report = super::public::run_verify(&st, pdf, "file.pdf").await?;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bsre;
 pub mod documents;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod public;
 
@@ -124,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/batch", post(documents::approve_batch))
         .route("/api/v1/login", post(documents::login))
         .route("/api/v1/seal", post(documents::seal))
+        .route("/api/v1/seal/batch", post(documents::seal_batch))
+        .route("/api/v1/seal/batch/{id}", get(documents::seal_batch_status))
         .route("/api/v1/audit", get(ops::audit))
         .route("/api/v2/sign/pdf", post(bsre::sign))
         .route("/crl/{name}", get(public::crl))
@@ -132,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(public)
+        .merge(openapi::routes())
         .layer(DefaultBodyLimit::max(state.wf.cfg.max_body_bytes))
         .layer(middleware::from_fn(observe))
         .with_state(state)

@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", responses((status = 200, description = "`{status: \"ok\"}`", body = serde_json::Value))
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -37,6 +40,10 @@ pub fn certificate_days(st: &AppState) -> Vec<(String, i64)> {
     out
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready: database reachable, certificates valid", body = serde_json::Value), (status = 503, description = "Not ready, with `problems`", body = serde_json::Value))
+)]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let mut problems = Vec::new();
     if let Err(e) = sqlx::query("SELECT 1").execute(&st.wf.db.pool).await {
@@ -57,6 +64,9 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     for (name, d) in certificate_days(&st) {
         metrics::gauge!("segel_certificate_days_to_expiry", "key" => name).set(d as f64);
@@ -64,7 +74,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     st.metrics.render().into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     document_id: Option<String>,
     actor: Option<String>,
@@ -75,6 +86,10 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "operations", security(("official_token" = []), ("official_cookie" = [])), params(AuditQuery),
+    responses((status = 200, description = "`{entries: [...]}`", body = serde_json::Value), (status = 401, description = "Missing or unknown credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Only for officials with the auditor role", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn audit(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Query(q): Query<AuditQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     if !o.has_role("auditor") {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the audit log is for officials with the auditor role"));

@@ -27,6 +27,11 @@ pub async fn run_verify(st: &AppState, bytes: Vec<u8>, name: &str) -> Result<Rep
     Ok(report)
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/verify", tag = "public",
+    request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The verification report", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF could not be read", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn verify(State(st): State<AppState>, mp: Multipart) -> Result<Json<Report>, ApiError> {
     let (mut files, _) = read_multipart(mp).await?;
     if files.len() != 1 {
@@ -35,6 +40,10 @@ pub async fn verify(State(st): State<AppState>, mp: Multipart) -> Result<Json<Re
     Ok(Json(run_verify(&st, files.remove(0), "upload.pdf").await?))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/public/{code}", tag = "public", params(("code" = String, Path, description = "Verification code from the QR")),
+    responses((status = 200, description = "The public record behind the QR code", body = serde_json::Value), (status = 404, description = "No such record", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn record_json(State(st): State<AppState>, Path(code): Path<String>) -> Result<Json<PublicRecord>, ApiError> {
     Ok(Json(st.wf.public_record(&code).await?))
 }
@@ -74,11 +83,20 @@ async fn page(st: &AppState, code: &str, check: Option<CheckResult>) -> Response
     }
 }
 
+#[utoipa::path(
+    get, path = "/v/{code}", tag = "public", params(("code" = String, Path, description = "Verification code from the QR")),
+    responses((status = 200, description = "The record as an HTML page", content_type = "text/html", body = String), (status = 404, description = "No such record (HTML)", content_type = "text/html", body = String))
+)]
 pub async fn record_page(State(st): State<AppState>, Path(code): Path<String>) -> Response {
     page(&st, &code, None).await
 }
 
 /// The upload form of the record page: does this file match the record, and is it valid?
+#[utoipa::path(
+    post, path = "/v/{code}/check", tag = "public", params(("code" = String, Path, description = "Verification code from the QR")),
+    request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The record page with the result of the upload check", content_type = "text/html", body = String), (status = 404, description = "No such record", body = crate::http::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn record_check(State(st): State<AppState>, Path(code): Path<String>, mp: Multipart) -> Result<Response, ApiError> {
     let record = st.wf.public_record(&code).await?;
     let (mut files, _) = read_multipart(mp).await?;
@@ -97,6 +115,10 @@ pub async fn record_check(State(st): State<AppState>, Path(code): Path<String>, 
     Ok(page(&st, &code, Some(CheckResult { hash_matches, uploaded_sha256: sha, verdicts })).await)
 }
 
+#[utoipa::path(
+    get, path = "/crl/{name}", tag = "operations", params(("name" = String, Path, description = "`issuing-ca.crl`")),
+    responses((status = 200, description = "The CRL (DER)", content_type = "application/pkix-crl", body = [u8]), (status = 404, description = "No such CRL", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn crl(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if name != "issuing-ca.crl" {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such CRL"));
@@ -106,6 +128,11 @@ pub async fn crl(State(st): State<AppState>, Path(name): Path<String>) -> Result
     Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], bytes).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/tsa", tag = "operations",
+    request_body(content = [u8], content_type = "application/timestamp-query", description = "RFC 3161 TimeStampReq"),
+    responses((status = 200, description = "RFC 3161 TimeStampResp", content_type = "application/timestamp-reply", body = [u8]))
+)]
 pub async fn tsa(State(st): State<AppState>, body: Bytes) -> Response {
     let tsa = st.wf.tsa.clone();
     match tokio::task::spawn_blocking(move || tsa.respond(&body)).await {

@@ -515,6 +515,64 @@ impl Workflow {
         Ok((self.document(&id).await?, bytes))
     }
 
+    /// Start a batch seal job over `files`; progress is in the `jobs` table. The job runs in
+    /// the background; each letter is sealed and recorded like `POST /api/v1/seal`.
+    pub async fn start_seal_batch(self: &std::sync::Arc<Self>, app: &App, files: Vec<Vec<u8>>, title: String, letter_number: String) -> Result<serde_json::Value, WorkflowError> {
+        if files.is_empty() || files.len() > 1000 {
+            return Err(WorkflowError::invalid("invalid_batch", "give 1 to 1000 files"));
+        }
+        let id = random_token(12);
+        let now = self.now_ms();
+        let total = files.len() as i64;
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("INSERT INTO jobs (id, app_id, total, done, failed, status, results, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, 'running', '[]', $4, $4)")
+            .bind(&id).bind(&app.id).bind(total).bind(now).execute(&mut *tx).await?;
+        self.audit(&mut tx, &app.actor(), "seal.batch_started", None, serde_json::json!({"job": id, "files": total})).await?;
+        tx.commit().await?;
+        let wf = self.clone();
+        let app = app.clone();
+        let job = id.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            let (mut done, mut failed) = (0i64, 0i64);
+            for (i, pdf) in files.into_iter().enumerate() {
+                let number = if letter_number.is_empty() { format!("{}", i + 1) } else { format!("{letter_number}/{}", i + 1) };
+                match wf.seal(&app, pdf, &title, &number, None).await {
+                    Ok((doc, _)) => {
+                        done += 1;
+                        results.push(serde_json::json!({"index": i, "ok": true, "document_id": doc.id, "verification_url": doc.verification_url}));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        results.push(serde_json::json!({"index": i, "ok": false, "error": e.to_string()}));
+                    }
+                }
+                let status = if (done + failed) == total { "finished" } else { "running" };
+                let r = sqlx::query("UPDATE jobs SET done = $1, failed = $2, status = $3, results = $4, updated_at = $5 WHERE id = $6")
+                    .bind(done).bind(failed).bind(status).bind(serde_json::Value::Array(results.clone()).to_string()).bind(wf.now_ms()).bind(&job)
+                    .execute(&wf.db.pool).await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, job, "batch progress not recorded");
+                }
+            }
+        });
+        Ok(serde_json::json!({"job_id": id, "status": "running", "total": total}))
+    }
+
+    /// Progress of a batch seal job of `app`.
+    pub async fn seal_batch(&self, app: &App, id: &str) -> Result<serde_json::Value, WorkflowError> {
+        let row = sqlx::query("SELECT app_id, total, done, failed, status, results FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.db.pool).await?
+            .ok_or_else(|| WorkflowError::NotFound(format!("no job {id:?}")))?;
+        if row.try_get::<String, _>("app_id")? != app.id {
+            return Err(WorkflowError::NotFound(format!("no job {id:?}")));
+        }
+        let results: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("results")?).unwrap_or_default();
+        Ok(serde_json::json!({
+            "job_id": id, "status": row.try_get::<String, _>("status")?, "total": row.try_get::<i64, _>("total")?,
+            "done": row.try_get::<i64, _>("done")?, "failed": row.try_get::<i64, _>("failed")?, "results": results,
+        }))
+    }
+
     /// Sign at once as `official` (BSrE-compatible API) and register the completed letter.
     #[allow(clippy::too_many_arguments)]
     pub async fn sign_direct(&self, app: &App, official: &Official, signer: std::sync::Arc<dyn Signer>, pdf: Vec<u8>, mut visibility: Visibility, reason: Option<String>, location: Option<String>) -> Result<(DocumentView, Vec<u8>), WorkflowError> {

@@ -4,6 +4,7 @@ mod audit;
 mod common;
 mod db;
 mod keys;
+mod openapi;
 mod pkcs11;
 mod service;
 mod sign_cli;

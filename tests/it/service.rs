@@ -371,3 +371,75 @@ async fn two_instances_on_one_postgres() {
     })
     .await;
 }
+
+async fn seal_batch_and_bsre(db_url: String) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempdir();
+    let app = spawn(config(&db_url, dir.path())).await;
+    let (c, b, key) = (&app.client, &app.base, app.app_key());
+    // Seal at once: the organisation seal, visible at the anchor, registered for the QR.
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"))
+        .text("metadata", json!({"title": "Izin", "letter_number": "IZ-1", "placement": {"anchor": "${ttd}"}}).to_string());
+    let r = c.post(format!("{b}/api/v1/seal")).bearer_auth(&key).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let url = r.headers()["x-segel-verification-url"].to_str().unwrap().to_string();
+    let sealed = r.bytes().await.unwrap().to_vec();
+    assert!(crate::verify::verify(&sealed, &crate::verify::default_store()).all_valid());
+    let code = url.rsplit('/').next().unwrap();
+    let record: Value = c.get(format!("{b}/api/v1/public/{code}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(record["status"], "valid");
+    // Batch: a job with progress.
+    let mut form = reqwest::multipart::Form::new();
+    for i in 0..3 {
+        form = form.part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name(format!("{i}.pdf")));
+    }
+    let r = c.post(format!("{b}/api/v1/seal/batch")).bearer_auth(&key).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c.get(format!("{b}/api/v1/seal/batch/{job_id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        if status["status"] == "finished" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((status["done"].as_i64(), status["failed"].as_i64()), (Some(3), Some(0)), "{status}");
+    // BSrE e-sign API v2 shapes.
+    let body = json!({"nik": "197001012000031001", "passphrase": app.passphrase("signer"), "file": [b64.encode(read("fixtures/pdf/letter.pdf"))],
+        "signatureProperties": [{"tampilan": "VISIBLE", "tag_koordinat": "${ttd}", "reason": "Disetujui", "location": "Jakarta"}]});
+    let r = c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["time"].is_number());
+    let signed = b64.decode(v["file"][0].as_str().unwrap()).unwrap();
+    let path = write(dir.path(), "bsre.pdf", &signed);
+    crate::sign_interop::assert_validators_accept(&path, 1, false);
+    let mut wrong = body.clone();
+    wrong["passphrase"] = json!("bukan-ini");
+    assert_eq!(c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&wrong).send().await.unwrap().status(), 401);
+    let mut unknown = body.clone();
+    unknown["nik"] = json!("1111111111111111");
+    let r = c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&unknown).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "user_not_registered");
+    let v: Value = c.post(format!("{b}/api/v2/verify/pdf")).json(&json!({"file": b64.encode(&signed)})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["conclusion"], "VALID", "{v}");
+    assert_eq!(v["signatureInformations"][0]["integrityValid"], true);
+    assert_eq!(v["signatureInformations"][0]["signerName"], "Dr. Budi Santoso, M.Si.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seal_batch_and_bsre_on_sqlite() {
+    let dir = tempdir();
+    seal_batch_and_bsre(db::sqlite_url(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seal_batch_and_bsre_on_postgres() {
+    db::on_postgres(seal_batch_and_bsre).await;
+}
