@@ -31,7 +31,8 @@ pub struct SignatureProperties {
     width: Option<f32>,
     #[serde(default)]
     height: Option<f32>,
-    #[serde(default)]
+    /// BSrE spells this one in snake case.
+    #[serde(default, rename = "tag_koordinat")]
     tag_koordinat: Option<String>,
     #[serde(default)]
     reason: Option<String>,

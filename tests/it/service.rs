@@ -383,7 +383,9 @@ async fn seal_batch_and_bsre(db_url: String) {
         .part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"))
         .text("metadata", json!({"title": "Izin", "letter_number": "IZ-1", "placement": {"anchor": "${ttd}"}}).to_string());
     let r = c.post(format!("{b}/api/v1/seal")).bearer_auth(&key).multipart(form).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        panic!("seal: {} {}", r.status(), r.text().await.unwrap());
+    }
     let url = r.headers()["x-segel-verification-url"].to_str().unwrap().to_string();
     let sealed = r.bytes().await.unwrap().to_vec();
     assert!(crate::verify::verify(&sealed, &crate::verify::default_store()).all_valid());
