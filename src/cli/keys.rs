@@ -3,7 +3,7 @@
 
 use super::CliError;
 use crate::keys::devpki::KeyAlgorithm;
-use crate::keys::keystore::{FileKeyStore, KdfParams, KeyLocation, LogEvents, Passphrase, days_to_expiry};
+use crate::keys::keystore::{FileKeyStore, KdfParams, KeyLocation, Passphrase, days_to_expiry};
 use crate::keys::load_certificates_pem;
 use clap::Subcommand;
 use std::io::IsTerminal;
@@ -86,13 +86,62 @@ pub fn kdf() -> KdfParams {
     }
 }
 
+/// Key events of one command, written to the service's audit log when the command succeeds.
+#[derive(Default)]
+pub(super) struct CollectedEvents(std::sync::Mutex<Vec<(String, String, String)>>);
+
+impl crate::keys::keystore::KeyEvents for CollectedEvents {
+    fn record(&self, official: &str, event: &str, detail: &str) {
+        tracing::info!(official, event, detail, "key event");
+        if let Ok(mut v) = self.0.lock() {
+            v.push((official.to_string(), event.to_string(), detail.to_string()));
+        }
+    }
+}
+
+/// Append the collected key events to the audit log of the configured database.
+pub(super) fn audit_events(events: CollectedEvents) -> Result<(), CliError> {
+    let events = events.0.into_inner().unwrap_or_default();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let cfg = crate::config::Config::load(None)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let db = crate::storage::Db::connect(&cfg.database_url).await?;
+        let mut tx = db.begin_write().await?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        let at = crate::storage::millis(time::OffsetDateTime::now_utc());
+        for (official, event, detail) in events {
+            let entry = crate::audit::NewEntry {
+                actor_kind: crate::audit::ActorKind::System,
+                actor_id: format!("cli:{user}"),
+                action: event,
+                document_id: None,
+                details: serde_json::json!({"official": official, "detail": detail}),
+            };
+            crate::audit::append(&mut tx, db.backend, at, &entry).await.map_err(|e| CliError(e.to_string()))?;
+        }
+        tx.commit().await.map_err(|e| CliError(e.to_string()))?;
+        Ok(())
+    })
+}
+
 pub fn run(args: KeysArgs) -> Result<(), CliError> {
+    let events = CollectedEvents::default();
+    let result = run_with(args, &events);
+    // Failed unlocks are recorded even when the command fails.
+    let audited = audit_events(events);
+    result.and(audited)
+}
+
+fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
     let store = FileKeyStore::open(&args.keystore)?;
     let now = time::OffsetDateTime::now_utc();
     match args.command {
         KeysCommand::New { official, algorithm, name, title, nip, organisation, csr } => {
             let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
-            let pem = store.generate(&official, algorithm, (&name, &title, &nip, &organisation), &pp, &kdf(), now, &LogEvents)?;
+            let pem = store.generate(&official, algorithm, (&name, &title, &nip, &organisation), &pp, &kdf(), now, events)?;
             let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
             super::sign::write_output(&path, pem.as_bytes())?;
             eprintln!("key for {official} ({algorithm:?}) sealed in {}; CSR written to {}", args.keystore.display(), path.display());
@@ -106,7 +155,7 @@ pub fn run(args: KeysArgs) -> Result<(), CliError> {
             }
             let mut all = certs.clone();
             all.extend(anchors.intermediates.iter().cloned());
-            store.import_certificate(&official, all, &anchors.anchors, now, &LogEvents)?;
+            store.import_certificate(&official, all, &anchors.anchors, now, events)?;
             eprintln!("certificate imported for {official}");
         }
         KeysCommand::ImportP12 { official, file } => {
@@ -117,7 +166,7 @@ pub fn run(args: KeysArgs) -> Result<(), CliError> {
                 Err(_) => return Err(CliError("set SEGEL_P12_PASSWORD (no terminal to ask for it)".into())),
             };
             let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
-            store.import_p12(&official, &data, &password, &pp, &kdf(), now, &LogEvents)?;
+            store.import_p12(&official, &data, &password, &pp, &kdf(), now, events)?;
             eprintln!("PKCS#12 imported for {official} and sealed under the signing passphrase");
         }
         KeysCommand::List => {
@@ -148,11 +197,11 @@ pub fn run(args: KeysArgs) -> Result<(), CliError> {
         KeysCommand::Passphrase { official } => {
             let old = passphrase("SEGEL_PASSPHRASE", &format!("Current passphrase for {official}"), false)?;
             let new = passphrase("SEGEL_NEW_PASSPHRASE", &format!("New passphrase for {official}"), true)?;
-            store.change_passphrase(&official, &old, &new, &kdf(), &LogEvents)?;
+            store.change_passphrase(&official, &old, &new, &kdf(), events)?;
             eprintln!("passphrase changed for {official}; key and certificate unchanged");
         }
-        KeysCommand::Disable { official } => store.set_disabled(&official, true, &LogEvents)?,
-        KeysCommand::Enable { official } => store.set_disabled(&official, false, &LogEvents)?,
+        KeysCommand::Disable { official } => store.set_disabled(&official, true, events)?,
+        KeysCommand::Enable { official } => store.set_disabled(&official, false, events)?,
     }
     Ok(())
 }

@@ -149,8 +149,11 @@ fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
             crls.extend(ts.crls);
         }
         let pp = super::keys::passphrase("SEGEL_PASSPHRASE", &format!("Signing passphrase for {official}"), false)?;
-        let events = crate::keys::keystore::LogEvents;
-        return Ok(store.unlock(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events)?);
+        let events = super::keys::CollectedEvents::default();
+        let unlocked = store.unlock(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events);
+        // A failed unlock is a key event for the audit log.
+        super::keys::audit_events(events)?;
+        return Ok(unlocked?);
     }
     if let Some(p12) = &args.p12 {
         let data = std::fs::read(p12).map_err(|e| CliError(format!("{}: {e}", p12.display())))?;

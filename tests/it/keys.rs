@@ -14,6 +14,7 @@ fn segel(keystore: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_segel"))
         .args(args)
         .env("SEGEL_KEYSTORE", keystore)
+        .env("SEGEL_DATABASE_URL", format!("sqlite://{}", keystore.with_extension("audit.db").display()))
         .env("SEGEL_INSECURE_FAST_KDF", "1")
         .env_remove("SEGEL_PASSPHRASE")
         .envs(env.iter().copied())
@@ -106,6 +107,11 @@ fn keystore_lifecycle_through_the_cli() {
     let list = ok(&segel(&ks, &[], &["keys", "list"]));
     assert!(list.contains("andi") && list.contains("p256") && list.contains("keystore") && list.contains("active"), "{list}");
     ok(&segel(&ks, &[], &["keys", "disable", "andi"]));
+    // Every key event went to the audit log, which verifies.
+    let db = format!("sqlite://{}", ks.with_extension("audit.db").display());
+    let verified = ok(&segel(&ks, &[], &["audit", "verify", "--database-url", &db]));
+    let entries: u64 = verified.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0);
+    assert!(entries >= 6, "created, certificate imported, unlock failed (x2), passphrase changed, disabled: {verified}");
     let e = err(&sign(&[("SEGEL_PASSPHRASE", "sandi baru yang panjang")], &dir.path().join("d.pdf")));
     assert!(e.contains("disabled"), "{e}");
     assert!(ok(&segel(&ks, &[], &["keys", "list"])).contains("disabled"));
