@@ -91,7 +91,7 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
         let chain = load_certificates_pem(&std::fs::read(wf.cfg.keys_dir.join(format!("officials/{id}.chain.pem"))).map_err(err("demo chain"))?)
             .map_err(err("demo chain"))?;
         let pkcs8 = pem::parse(&key_pem).map_err(err("demo key"))?.into_contents();
-        let (cn, title, nip, _) = crate::cli::certificate_identity(&chain[0]);
+        let (cn, title, nip, _) = crate::keys::certificate_identity(&chain[0]);
         let password = random_token(12);
         let passphrase = random_token(12);
         let keys = wf.keys.clone();

@@ -146,8 +146,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub use sign::certificate_identity;
-
 /// Directory of the development PKI: `SEGEL_KEYS_DIR`, else `./keys-example`.
 pub fn keys_dir() -> PathBuf {
     std::env::var_os("SEGEL_KEYS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("keys-example"))

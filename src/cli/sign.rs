@@ -3,7 +3,7 @@
 use super::CliError;
 use crate::clock::SystemClock;
 use crate::cms::{HttpTsa, TimeStamper};
-use crate::keys::{SoftwareSigner, Signer, load_certificates_pem};
+use crate::keys::{SoftwareSigner, Signer, certificate_identity, load_certificates_pem};
 use crate::pdf::sign::{DisplayZone, SignRequest};
 use crate::pdf::{Certification, Placement, StampText, Visibility, sign_pdf};
 use std::io::{IsTerminal, Read, Write};
@@ -174,23 +174,6 @@ fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
         }
     }
     Ok(SoftwareSigner::from_pem(&key_pem, chain, args.pss)?)
-}
-
-/// Name, title, serialNumber of the subject and O of the issuer of a DER certificate.
-pub fn certificate_identity(der: &[u8]) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return (None, None, None, None) };
-    let get = |name: &x509_parser::x509::X509Name, oid: &str| {
-        name.iter_attributes()
-            .find(|a| a.attr_type().to_id_string() == oid)
-            .and_then(|a| a.as_str().ok())
-            .map(str::to_string)
-    };
-    (
-        get(cert.subject(), "2.5.4.3"),
-        get(cert.subject(), "2.5.4.12"),
-        get(cert.subject(), "2.5.4.5"),
-        get(cert.issuer(), "2.5.4.10"),
-    )
 }
 
 fn parse_rect(s: &str) -> Result<[f32; 4], CliError> {

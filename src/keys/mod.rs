@@ -146,3 +146,20 @@ pub fn certificate_public_key(cert_der: &[u8]) -> Result<Vec<u8>, KeyError> {
         .map_err(|e| KeyError::Certificate(format!("not a DER X.509 certificate: {e}")))?;
     Ok(cert.public_key().subject_public_key.data.to_vec())
 }
+
+/// Name, title, serialNumber of the subject and O of the issuer of a DER certificate.
+pub fn certificate_identity(der: &[u8]) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return (None, None, None, None) };
+    let get = |name: &x509_parser::x509::X509Name, oid: &str| {
+        name.iter_attributes()
+            .find(|a| a.attr_type().to_id_string() == oid)
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_string)
+    };
+    (
+        get(cert.subject(), "2.5.4.3"),
+        get(cert.subject(), "2.5.4.12"),
+        get(cert.subject(), "2.5.4.5"),
+        get(cert.issuer(), "2.5.4.10"),
+    )
+}

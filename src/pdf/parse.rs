@@ -98,17 +98,7 @@ impl ParsedPdf {
     /// [`ParsedPdf::parse_lean`], and damaged cross-reference data is tolerated (recorded in
     /// `warnings`) instead of refused, since nothing will be appended.
     pub fn parse_for_reading(bytes: &[u8]) -> Result<Self, PdfError> {
-        let streams = bulk_streams(bytes);
-        let bulk: Vec<(usize, usize)> = streams.iter().map(|s| (s.data, s.len)).collect();
-        let mut parsed = match lean_copy_of(bytes, &streams) {
-            Some(lean) => {
-                find_startxref(bytes)?;
-                Self::parse_with(&lean, Some(drop_bulk_data), false)?
-            }
-            None => Self::parse_with(bytes, Some(drop_bulk_data), false)?,
-        };
-        parsed.bulk = bulk;
-        Ok(parsed)
+        Self::parse_without_bulk(bytes, false)
     }
 
     /// Like [`ParsedPdf::parse`], but the data of large streams is never copied into the
@@ -117,17 +107,20 @@ impl ParsedPdf {
     /// (its /Length set to 0 in place, so every offset stays valid) and whose emptied pages are
     /// never touched. Image and embedded-file data that is still loaded is dropped as well.
     pub fn parse_lean(bytes: &[u8]) -> Result<Self, PdfError> {
+        Self::parse_without_bulk(bytes, true)
+    }
+
+    fn parse_without_bulk(bytes: &[u8], strict: bool) -> Result<Self, PdfError> {
         let streams = bulk_streams(bytes);
-        let bulk: Vec<(usize, usize)> = streams.iter().map(|s| (s.data, s.len)).collect();
         let mut parsed = match lean_copy_of(bytes, &streams) {
             Some(lean) => {
                 // Checks on the real bytes first, so errors name the real file's problems.
                 find_startxref(bytes)?;
-                Self::parse_with(&lean, Some(drop_bulk_data), true)?
+                Self::parse_with(&lean, Some(drop_bulk_data), strict)?
             }
-            None => Self::parse_with(bytes, Some(drop_bulk_data), true)?,
+            None => Self::parse_with(bytes, Some(drop_bulk_data), strict)?,
         };
-        parsed.bulk = bulk;
+        parsed.bulk = streams.iter().map(|s| (s.data, s.len)).collect();
         Ok(parsed)
     }
 
