@@ -55,7 +55,7 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
                 (None, Some(f)) => std::fs::read_to_string(f).map_err(err("seal_passphrase_file"))?.trim_end().to_string(),
                 (None, None) => return Err(StartError("the seal key is in the keystore: set SEGEL_SEAL_PASSPHRASE or seal_passphrase_file".into())),
             };
-            Arc::new(keys.unlock("seal", &Passphrase::new(pass), false, clock.now(), &trust.crls, &LogEvents).map_err(err("seal key"))?)
+            keys.unlock_signer("seal", &Passphrase::new(pass), false, clock.now(), &trust.crls, &LogEvents).map_err(err("seal key"))?
         }
         Err(_) => Arc::new(pem_signer(&cfg.keys_dir, "seal")?),
     };

@@ -37,6 +37,18 @@ enum KeysCommand {
         /// Where to write the CSR (PEM); default OFFICIAL.csr.pem in the keystore.
         #[arg(long)]
         csr: Option<PathBuf>,
+        /// Generate the key inside this PKCS#11 module's token instead of the keystore.
+        #[arg(long, requires = "hsm_token")]
+        hsm_module: Option<PathBuf>,
+        /// Token label for --hsm-module.
+        #[arg(long)]
+        hsm_token: Option<String>,
+        /// Environment variable holding the token PIN.
+        #[arg(long)]
+        hsm_pin_env: Option<String>,
+        /// File holding the token PIN.
+        #[arg(long)]
+        hsm_pin_file: Option<PathBuf>,
     },
     /// Attach the certificate (and chain) the CA issued for an official's key.
     ImportCert {
@@ -139,9 +151,16 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
     let store = FileKeyStore::open(&args.keystore)?;
     let now = time::OffsetDateTime::now_utc();
     match args.command {
-        KeysCommand::New { official, algorithm, name, title, nip, organisation, csr } => {
+        KeysCommand::New { official, algorithm, name, title, nip, organisation, csr, hsm_module, hsm_token, hsm_pin_env, hsm_pin_file } => {
             let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
-            let pem = store.generate(&official, algorithm, (&name, &title, &nip, &organisation), &pp, &kdf(), now, events)?;
+            let identity = (name.as_str(), title.as_str(), nip.as_str(), organisation.as_str());
+            let pem = match (hsm_module, hsm_token) {
+                (Some(module), Some(token_label)) => {
+                    let spec = crate::keys::keystore::HsmSpec { module, token_label, pin_env: hsm_pin_env, pin_file: hsm_pin_file };
+                    store.generate_in_hsm(&official, algorithm, identity, &spec, &pp, &kdf(), now, events)?
+                }
+                _ => store.generate(&official, algorithm, identity, &pp, &kdf(), now, events)?,
+            };
             let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
             super::sign::write_output(&path, pem.as_bytes())?;
             eprintln!("key for {official} ({algorithm:?}) sealed in {}; CSR written to {}", args.keystore.display(), path.display());

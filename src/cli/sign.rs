@@ -139,7 +139,7 @@ fn p12_password() -> Result<zeroize::Zeroizing<String>, CliError> {
     Err(CliError("set SEGEL_P12_PASSWORD (no terminal to ask for the PKCS#12 password)".into()))
 }
 
-fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
+fn load_signer(args: &SignArgs) -> Result<std::sync::Arc<dyn Signer>, CliError> {
     if let Some(official) = &args.official {
         let store = crate::keys::keystore::FileKeyStore::open(&args.keystore)?;
         let mut crls = Vec::new();
@@ -150,14 +150,14 @@ fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
         }
         let pp = super::keys::passphrase("SEGEL_PASSPHRASE", &format!("Signing passphrase for {official}"), false)?;
         let events = super::keys::CollectedEvents::default();
-        let unlocked = store.unlock(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events);
+        let unlocked = store.unlock_signer(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events);
         // A failed unlock is a key event for the audit log.
         super::keys::audit_events(events)?;
         return Ok(unlocked?);
     }
     if let Some(p12) = &args.p12 {
         let data = std::fs::read(p12).map_err(|e| CliError(format!("{}: {e}", p12.display())))?;
-        return Ok(SoftwareSigner::from_pkcs12(&data, &p12_password()?, args.pss)?);
+        return Ok(std::sync::Arc::new(SoftwareSigner::from_pkcs12(&data, &p12_password()?, args.pss)?));
     }
     let (Some(key), Some(cert)) = (&args.key, &args.cert) else {
         return Err(CliError("give --key and --cert, or --p12".into()));
@@ -173,7 +173,7 @@ fn load_signer(args: &SignArgs) -> Result<SoftwareSigner, CliError> {
             }
         }
     }
-    Ok(SoftwareSigner::from_pem(&key_pem, chain, args.pss)?)
+    Ok(std::sync::Arc::new(SoftwareSigner::from_pem(&key_pem, chain, args.pss)?))
 }
 
 fn parse_rect(s: &str) -> Result<[f32; 4], CliError> {
@@ -241,7 +241,7 @@ pub fn run(args: SignArgs) -> Result<(), CliError> {
         timestamper: timestamper.as_deref(),
         zone,
     };
-    let signed = sign_pdf(input, &signer, &req, &SystemClock)?;
+    let signed = sign_pdf(input, signer.as_ref(), &req, &SystemClock)?;
     write_output(&args.output, &signed.bytes)?;
     if args.output != Path::new("-") {
         eprintln!(

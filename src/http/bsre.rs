@@ -68,7 +68,7 @@ pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<Si
     if body.file.is_empty() || body.file.len() > 100 {
         return Err(ApiError::bad_request("file_required", "give 1 to 100 base64 files"));
     }
-    let signer = std::sync::Arc::new(st.wf.unlock_key(&official, Passphrase::new(body.passphrase.clone()), false).await?);
+    let signer = st.wf.unlock_key(&official, Passphrase::new(body.passphrase.clone()), false).await?;
     let mut out = Vec::new();
     for (i, f) in body.file.iter().enumerate() {
         let pdf = B64.decode(f.trim()).map_err(|_| ApiError::bad_request("invalid_base64", format!("file[{i}] is not base64")))?;

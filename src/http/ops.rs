@@ -49,6 +49,19 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if let Err(e) = sqlx::query("SELECT 1").execute(&st.wf.db.pool).await {
         problems.push(format!("database: {e}"));
     }
+    // Keys in an HSM: the token must be reachable and logged in.
+    if let Ok(records) = st.wf.keys.list() {
+        for r in records.into_iter().filter(|r| !r.disabled) {
+            if let Some(cfg) = crate::keys::keystore::hsm_config(&r.location) {
+                let health = tokio::task::spawn_blocking(move || cfg.and_then(crate::keys::pkcs11::Pkcs11Key::open).and_then(|k| k.health())).await;
+                match health {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => problems.push(format!("HSM key {}: {e}", r.id)),
+                    Err(e) => problems.push(format!("HSM key {}: {e}", r.id)),
+                }
+            }
+        }
+    }
     let certs = certificate_days(&st);
     for (name, d) in &certs {
         if *d < 0 && !name.starts_with("official:") {

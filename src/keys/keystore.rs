@@ -152,6 +152,64 @@ pub struct KeyRecord {
     pub chain_pem: Option<String>,
     pub disabled: bool,
     pub created: i64,
+    /// For keys in an HSM: an Argon2id verifier of the official's signing passphrase
+    /// (`m$t$p$salt$hash`, base64), so approving still needs the passphrase.
+    #[serde(default)]
+    pub passphrase_verifier: Option<String>,
+}
+
+/// Where a new HSM key goes.
+#[derive(Debug, Clone)]
+pub struct HsmSpec {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin_env: Option<String>,
+    pub pin_file: Option<PathBuf>,
+}
+
+fn pin_source(pin_env: &Option<String>, pin_file: &Option<PathBuf>) -> Result<super::pkcs11::PinSource, KeyError> {
+    match (pin_env, pin_file) {
+        (Some(v), _) => Ok(super::pkcs11::PinSource::Env(v.clone())),
+        (None, Some(f)) => Ok(super::pkcs11::PinSource::File(f.clone())),
+        (None, None) => Err(KeyError::Format("an HSM key needs a PIN source (environment variable or file)".into())),
+    }
+}
+
+/// PKCS#11 configuration of an HSM key record.
+pub fn hsm_config(location: &KeyLocation) -> Option<Result<super::pkcs11::Pkcs11Config, KeyError>> {
+    let KeyLocation::Hsm { module, token_label, key_label, pin_env, pin_file } = location else { return None };
+    Some((|| {
+        Ok(super::pkcs11::Pkcs11Config {
+            module: module.clone(),
+            token_label: token_label.clone(),
+            key_label: Some(key_label.clone()),
+            key_id: None,
+            pin: super::pkcs11::Pin::from_source(&pin_source(pin_env, pin_file)?)?,
+        })
+    })())
+}
+
+fn make_verifier(passphrase: &Passphrase, kdf: &KdfParams) -> Result<String, KeyError> {
+    let mut salt = [0u8; 16];
+    SystemRandom::new().fill(&mut salt).map_err(|_| KeyError::Format("no randomness".into()))?;
+    let params = KdfParams { salt: B64.encode(salt), ..kdf.clone() };
+    let hash = params.derive(passphrase)?;
+    Ok(format!("{}${}${}${}${}", params.m_cost_kib, params.t_cost, params.p_cost, params.salt, B64.encode(hash.as_ref())))
+}
+
+fn check_verifier(verifier: &str, passphrase: &Passphrase) -> Result<(), KeyError> {
+    let parts: Vec<&str> = verifier.split('$').collect();
+    let [m, t, p, salt, hash] = parts.as_slice() else { return Err(KeyError::Format("bad passphrase verifier".into())) };
+    let params = KdfParams {
+        m_cost_kib: m.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
+        t_cost: t.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
+        p_cost: p.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
+        salt: salt.to_string(),
+    };
+    let derived = params.derive(passphrase)?;
+    let expected = B64.decode(hash).map_err(|_| KeyError::Format("bad verifier".into()))?;
+    let same = derived.len() == expected.len() && derived.iter().zip(&expected).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    if same { Ok(()) } else { Err(KeyError::WrongPassphrase) }
 }
 
 /// Something to record key events in (the service writes them to the audit log).
@@ -286,6 +344,7 @@ impl FileKeyStore {
             chain_pem: None,
             disabled: false,
             created: now.unix_timestamp(),
+            passphrase_verifier: None,
         };
         self.put(&record)?;
         events.record(id, "key.created", &format!("{alg:?} in the keystore"));
@@ -342,6 +401,7 @@ impl FileKeyStore {
             chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
             disabled: false,
             created: now.unix_timestamp(),
+            passphrase_verifier: None,
         };
         self.put(&record)?;
         events.record(id, "key.imported_pkcs12", &leaf.subject().to_string());
@@ -370,6 +430,7 @@ impl FileKeyStore {
             chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
             disabled: false,
             created: now.unix_timestamp(),
+            passphrase_verifier: None,
         };
         self.put(&record)?;
         events.record(id, "key.imported", &leaf.subject().to_string());
@@ -401,6 +462,60 @@ impl FileKeyStore {
         self.put(&record)?;
         events.record(id, if disabled { "key.disabled" } else { "key.enabled" }, "");
         Ok(())
+    }
+
+    /// Generate an official's key inside a PKCS#11 token (it never exists outside it) and
+    /// return the CSR; the signing passphrase is kept as an Argon2id verifier.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_in_hsm(&self, id: &str, alg: KeyAlgorithm, identity: (&str, &str, &str, &str), hsm: &HsmSpec, passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<String, KeyError> {
+        if self.path(id)?.exists() {
+            return Err(KeyError::Format(format!("official {id:?} already has a key")));
+        }
+        let location = KeyLocation::Hsm { module: hsm.module.clone(), token_label: hsm.token_label.clone(), key_label: format!("segel-{id}"), pin_env: hsm.pin_env.clone(), pin_file: hsm.pin_file.clone() };
+        let cfg = hsm_config(&location).ok_or_else(|| KeyError::Format("not an HSM location".into()))??;
+        let mut key_id = [0u8; 8];
+        SystemRandom::new().fill(&mut key_id).map_err(|_| KeyError::Format("no randomness".into()))?;
+        let spki = super::pkcs11::generate_key(&cfg, &format!("segel-{id}"), &key_id, alg)?;
+        let rkey = super::pkcs11::Pkcs11RcgenKey::open(cfg)?;
+        let (name, title, nip, org) = identity;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = official_dn(name, title, nip, org);
+        let csr = params.serialize_request(&rkey).map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr_pem = csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let record = KeyRecord {
+            id: id.into(),
+            name: Some(name.into()),
+            title: Some(title.into()),
+            nip: Some(nip.into()),
+            algorithm: alg,
+            location,
+            public_key: B64.encode(spki),
+            chain_pem: None,
+            disabled: false,
+            created: now.unix_timestamp(),
+            passphrase_verifier: Some(make_verifier(passphrase, kdf)?),
+        };
+        self.put(&record)?;
+        events.record(id, "key.created", &format!("{alg:?} in HSM token {}", hsm.token_label));
+        Ok(csr_pem)
+    }
+
+    /// Unlock an official's key wherever it lives (keystore or HSM), with the same refusals
+    /// as [`FileKeyStore::unlock`].
+    pub fn unlock_signer(&self, id: &str, passphrase: &Passphrase, pss: bool, now: OffsetDateTime, crls: &[Vec<u8>], events: &dyn KeyEvents) -> Result<std::sync::Arc<dyn super::Signer>, KeyError> {
+        let record = self.get(id)?;
+        let Some(cfg) = hsm_config(&record.location) else {
+            return Ok(std::sync::Arc::new(self.unlock(id, passphrase, pss, now, crls, events)?));
+        };
+        if record.disabled {
+            return Err(KeyError::Disabled);
+        }
+        let chain_pem = record.chain_pem.as_deref().ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
+        let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
+        check_certificate_state(&chain[0], now, &chain, crls)?;
+        let verifier = record.passphrase_verifier.as_deref().ok_or_else(|| KeyError::Format("the HSM key has no passphrase verifier".into()))?;
+        check_verifier(verifier, passphrase).inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
+        Ok(std::sync::Arc::new(super::pkcs11::Pkcs11Signer::open(cfg?, chain, pss)?))
     }
 
     /// Unlock an official's software key for signing, refusing disabled keys and certificates

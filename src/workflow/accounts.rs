@@ -233,7 +233,7 @@ impl Workflow {
 
     /// Unlock an official's signing key with the passphrase, counting failures and locking
     /// signing after too many (audited). Runs the Argon2 derivation off the async threads.
-    pub async fn unlock_key(&self, official: &Official, passphrase: crate::keys::keystore::Passphrase, pss: bool) -> Result<crate::keys::SoftwareSigner, WorkflowError> {
+    pub async fn unlock_key(&self, official: &Official, passphrase: crate::keys::keystore::Passphrase, pss: bool) -> Result<std::sync::Arc<dyn crate::keys::Signer>, WorkflowError> {
         let now = self.now_ms();
         if official.locked_until > now {
             let until = time::OffsetDateTime::from_unix_timestamp(official.locked_until / 1000).map(|t| t.to_string()).unwrap_or_default();
@@ -244,7 +244,7 @@ impl Workflow {
         let crls = self.trust.crls.clone();
         let at = self.clock.now();
         let result = tokio::task::spawn_blocking(move || {
-            keys.unlock(&key_id, &passphrase, pss, at, &crls, &crate::keys::keystore::LogEvents)
+            keys.unlock_signer(&key_id, &passphrase, pss, at, &crls, &crate::keys::keystore::LogEvents)
         })
         .await
         .map_err(|e| WorkflowError::Internal(e.to_string()))?;

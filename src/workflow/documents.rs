@@ -406,12 +406,12 @@ impl Workflow {
         let doc = self.document(doc_id).await?;
         self.actionable(&doc, n, official)?;
         let signer = self.unlock_key(official, passphrase, false).await?;
-        self.approve_with(official, std::sync::Arc::new(signer), doc_id, n).await
+        self.approve_with(official, signer, doc_id, n).await
     }
 
     /// Approve the current step of each document with one passphrase entry.
     pub async fn approve_batch(&self, official: &Official, ids: &[String], passphrase: Passphrase) -> Result<Vec<serde_json::Value>, WorkflowError> {
-        let signer: std::sync::Arc<dyn Signer> = std::sync::Arc::new(self.unlock_key(official, passphrase, false).await?);
+        let signer: std::sync::Arc<dyn Signer> = self.unlock_key(official, passphrase, false).await?;
         let mut results = Vec::new();
         for id in ids {
             let step = match self.document(id).await {

@@ -24,30 +24,47 @@ pub fn signer(key: &str, chain: &[&str], pss: bool) -> SoftwareSigner {
 
 /// Segel's development PKI: the RSA-2048 official.
 pub fn dev_rsa() -> SoftwareSigner {
-    signer("keys-example/officials/budi.key.pem", &["keys-example/officials/budi.chain.pem"], false)
+    signer(
+        "keys-example/officials/budi.key.pem",
+        &["keys-example/officials/budi.chain.pem"],
+        false,
+    )
 }
 
 /// Segel's development PKI: the P-256 official.
 pub fn dev_ec() -> SoftwareSigner {
-    signer("keys-example/officials/siti.key.pem", &["keys-example/officials/siti.chain.pem"], false)
+    signer(
+        "keys-example/officials/siti.key.pem",
+        &["keys-example/officials/siti.chain.pem"],
+        false,
+    )
 }
 
 /// The openssl-CLI PKI in fixtures/pki (made without Segel's code).
 pub fn ossl(name: &str, pss: bool) -> SoftwareSigner {
     signer(
         &format!("fixtures/pki/{name}.key.pem"),
-        &[&format!("fixtures/pki/{name}.cert.pem"), "fixtures/pki/chain.pem"],
+        &[
+            &format!("fixtures/pki/{name}.cert.pem"),
+            "fixtures/pki/chain.pem",
+        ],
         pss,
     )
 }
 
 /// Trust roots for validators: both PKIs.
 pub fn trust_roots() -> Vec<PathBuf> {
-    vec![root().join("keys-example/root-ca.pem"), root().join("fixtures/pki/root-ca.cert.pem")]
+    vec![
+        root().join("keys-example/root-ca.pem"),
+        root().join("fixtures/pki/root-ca.cert.pem"),
+    ]
 }
 
 pub fn other_certs() -> Vec<PathBuf> {
-    vec![root().join("keys-example/issuing-ca.pem"), root().join("fixtures/pki/intermediate-ca.cert.pem")]
+    vec![
+        root().join("keys-example/issuing-ca.pem"),
+        root().join("fixtures/pki/intermediate-ca.cert.pem"),
+    ]
 }
 
 /// A clock at the current time (the certificates are valid now).
@@ -57,7 +74,10 @@ pub fn now() -> FixedClock {
 
 /// A fresh temporary directory kept for the test's lifetime.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("segel-it-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("segel-it-")
+        .tempdir()
+        .unwrap()
 }
 
 /// A one-page PDF of about `size` bytes carrying an incompressible "scanned" image, made with
@@ -78,19 +98,27 @@ pub fn big_pdf(size: usize) -> Vec<u8> {
     }
     let image = Stream::new(
         dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => side, "Height" => side,
-            "ColorSpace" => "DeviceRGB", "BitsPerComponent" => 8 },
+        "ColorSpace" => "DeviceRGB", "BitsPerComponent" => 8 },
         data,
     );
     let image_id = doc.add_object(image);
-    let font_id = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
-    let content = b"q 500 0 0 500 47 300 cm /Im1 Do Q BT /F1 11 Tf 350 200 Td (${ttd}) Tj ET".to_vec();
+    let font_id = doc.add_object(
+        dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" },
+    );
+    let content =
+        b"q 500 0 0 500 47 300 cm /Im1 Do Q BT /F1 11 Tf 350 200 Td (${ttd}) Tj ET".to_vec();
     let content_id = doc.add_object(Stream::new(dictionary! {}, content));
     let page_id = doc.add_object(dictionary! {
         "Type" => "Page", "Parent" => pages_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
         "Contents" => content_id,
         "Resources" => dictionary! { "XObject" => dictionary! { "Im1" => image_id }, "Font" => dictionary! { "F1" => font_id } },
     });
-    doc.objects.insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1 }));
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(
+            dictionary! { "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1 },
+        ),
+    );
     let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
     doc.trailer.set("Root", catalog_id);
     let mut out = Vec::new();
