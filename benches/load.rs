@@ -16,7 +16,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn drive(name: &str, clients: usize, secs: u64, make: impl Fn() -> reqwest::RequestBuilder + Send + Sync + Clone + 'static) {
+async fn drive(
+    name: &str,
+    clients: usize,
+    secs: u64,
+    make: impl Fn() -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -57,12 +62,22 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = common::tempdir();
-        let db = std::env::var("SEGEL_BENCH_DATABASE_URL").unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("segel.db").display()));
-        let secs: u64 = std::env::var("SEGEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        let clients: usize = std::env::var("SEGEL_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
+        let db = std::env::var("SEGEL_BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("segel.db").display()));
+        let secs: u64 = std::env::var("SEGEL_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        let clients: usize = std::env::var("SEGEL_BENCH_CLIENTS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(32);
         let cfg = segel::config::Config {
             listen: "127.0.0.1:0".into(),
             database_url: db.clone(),
@@ -75,23 +90,48 @@ fn main() {
         let app = segel::service::Application::build(cfg).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port);
         tokio::spawn(async move { app.run().await });
-        let creds: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo-credentials.json")).unwrap()).unwrap();
+        let creds: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("demo-credentials.json")).unwrap(),
+        )
+        .unwrap();
         let key = creds["app_key"].as_str().unwrap().to_string();
         let letter = common::read("fixtures/pdf/letter.pdf");
         let client = reqwest::Client::new();
-        println!("database: {}", if db.starts_with("postgres") { "PostgreSQL" } else { "SQLite (WAL, synchronous=FULL)" });
+        println!(
+            "database: {}",
+            if db.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "SQLite (WAL, synchronous=FULL)"
+            }
+        );
         let (c, b, k, l) = (client.clone(), base.clone(), key.clone(), letter.clone());
         drive("seal", clients, secs, move || {
             let form = reqwest::multipart::Form::new()
-                .part("file", reqwest::multipart::Part::bytes(l.clone()).file_name("l.pdf"))
+                .part(
+                    "file",
+                    reqwest::multipart::Part::bytes(l.clone()).file_name("l.pdf"),
+                )
                 .text("metadata", r#"{"title":"Surat","letter_number":"1"}"#);
-            c.post(format!("{b}/api/v1/seal")).bearer_auth(&k).multipart(form)
+            c.post(format!("{b}/api/v1/seal"))
+                .bearer_auth(&k)
+                .multipart(form)
         })
         .await;
-        let signed = segel::pdf::sign_pdf(letter, &common::dev_rsa(), &Default::default(), &common::now()).unwrap().bytes;
+        let signed = segel::pdf::sign_pdf(
+            letter,
+            &common::dev_rsa(),
+            &Default::default(),
+            &common::now(),
+        )
+        .unwrap()
+        .bytes;
         let (c, b) = (client.clone(), base.clone());
         drive("verify", clients, secs, move || {
-            let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(signed.clone()).file_name("s.pdf"));
+            let form = reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(signed.clone()).file_name("s.pdf"),
+            );
             c.post(format!("{b}/api/v1/verify")).multipart(form)
         })
         .await;

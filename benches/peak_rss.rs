@@ -21,7 +21,13 @@ fn main() {
         let before = status_kb("VmRSS:");
         let input = std::fs::read(&path).unwrap();
         let size_kb = input.len() as u64 / 1024;
-        let signed = segel::pdf::sign_pdf(input, &common::dev_ec(), &Default::default(), &common::now()).unwrap();
+        let signed = segel::pdf::sign_pdf(
+            input,
+            &common::dev_ec(),
+            &Default::default(),
+            &common::now(),
+        )
+        .unwrap();
         let peak = status_kb("VmHWM:");
         println!(
             "file {:.1} MB; baseline RSS {:.1} MB; peak RSS {:.1} MB; peak above baseline {:.2}x the file",
@@ -39,7 +45,11 @@ fn main() {
     let dir = common::tempdir();
     let path = common::write(dir.path(), "big.pdf", &common::big_pdf(20 << 20));
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe).arg("--child").arg(&path).output().unwrap();
+    let out = std::process::Command::new(exe)
+        .arg("--child")
+        .arg(&path)
+        .output()
+        .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -16,10 +16,18 @@ fn letter(c: &mut Criterion) {
     let req = SignRequest::default();
     let mut g = c.benchmark_group("sign_letter_2kb");
     g.bench_function("rsa2048", |b| {
-        b.iter_batched(|| input.clone(), |i| sign_pdf(i, &rsa, &req, &clock).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || input.clone(),
+            |i| sign_pdf(i, &rsa, &req, &clock).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("p256", |b| {
-        b.iter_batched(|| input.clone(), |i| sign_pdf(i, &ec, &req, &clock).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || input.clone(),
+            |i| sign_pdf(i, &ec, &req, &clock).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
@@ -32,7 +40,9 @@ fn big(c: &mut Criterion) {
     let mut g = c.benchmark_group("sign_20mb");
     g.sample_size(20);
     g.throughput(Throughput::Bytes(input.len() as u64));
-    g.bench_function("sha256_baseline", |b| b.iter(|| ring::digest::digest(&ring::digest::SHA256, &input)));
+    g.bench_function("sha256_baseline", |b| {
+        b.iter(|| ring::digest::digest(&ring::digest::SHA256, &input))
+    });
     // The input buffer has spare capacity for the appended revision, as `segel sign` reads it.
     let with_slack = || {
         let mut v = Vec::with_capacity(input.len() + (1 << 20));
@@ -40,7 +50,11 @@ fn big(c: &mut Criterion) {
         v
     };
     g.bench_function("p256", |b| {
-        b.iter_batched(with_slack, |i| sign_pdf(i, &ec, &req, &clock).unwrap(), BatchSize::LargeInput)
+        b.iter_batched(
+            with_slack,
+            |i| sign_pdf(i, &ec, &req, &clock).unwrap(),
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

@@ -9,24 +9,43 @@ use segel::trust::{TrustStore, VerifyOptions, verify_pdf};
 
 fn store() -> TrustStore {
     let mut s = TrustStore::default();
-    s.add_certificates(&common::root().join("keys-example/root-ca.pem")).unwrap();
+    s.add_certificates(&common::root().join("keys-example/root-ca.pem"))
+        .unwrap();
     s
 }
 
 fn letter(c: &mut Criterion) {
     let clock = common::now();
-    let signed = segel::pdf::sign_pdf(common::read("fixtures/pdf/letter.pdf"), &common::dev_rsa(), &Default::default(), &clock)
-        .unwrap()
-        .bytes;
-    let signed_ec = segel::pdf::sign_pdf(common::read("fixtures/pdf/letter.pdf"), &common::dev_ec(), &Default::default(), &clock)
-        .unwrap()
-        .bytes;
+    let signed = segel::pdf::sign_pdf(
+        common::read("fixtures/pdf/letter.pdf"),
+        &common::dev_rsa(),
+        &Default::default(),
+        &clock,
+    )
+    .unwrap()
+    .bytes;
+    let signed_ec = segel::pdf::sign_pdf(
+        common::read("fixtures/pdf/letter.pdf"),
+        &common::dev_ec(),
+        &Default::default(),
+        &clock,
+    )
+    .unwrap()
+    .bytes;
     let store = store();
     let opts = VerifyOptions::default();
-    assert!(verify_pdf(&signed, &store, &opts, &clock).unwrap().all_valid());
+    assert!(
+        verify_pdf(&signed, &store, &opts, &clock)
+            .unwrap()
+            .all_valid()
+    );
     let mut g = c.benchmark_group("verify_letter_2kb");
-    g.bench_function("rsa2048", |b| b.iter(|| verify_pdf(&signed, &store, &opts, &clock).unwrap()));
-    g.bench_function("p256", |b| b.iter(|| verify_pdf(&signed_ec, &store, &opts, &clock).unwrap()));
+    g.bench_function("rsa2048", |b| {
+        b.iter(|| verify_pdf(&signed, &store, &opts, &clock).unwrap())
+    });
+    g.bench_function("p256", |b| {
+        b.iter(|| verify_pdf(&signed_ec, &store, &opts, &clock).unwrap())
+    });
     // The first letter from a signer: the certificate path is validated from scratch.
     g.bench_function("rsa2048_cold_path", |b| {
         b.iter(|| {
@@ -39,15 +58,30 @@ fn letter(c: &mut Criterion) {
 
 fn big(c: &mut Criterion) {
     let clock = common::now();
-    let signed = segel::pdf::sign_pdf(common::big_pdf(20 << 20), &common::dev_ec(), &Default::default(), &clock).unwrap().bytes;
+    let signed = segel::pdf::sign_pdf(
+        common::big_pdf(20 << 20),
+        &common::dev_ec(),
+        &Default::default(),
+        &clock,
+    )
+    .unwrap()
+    .bytes;
     let store = store();
     let opts = VerifyOptions::default();
-    assert!(verify_pdf(&signed, &store, &opts, &clock).unwrap().all_valid());
+    assert!(
+        verify_pdf(&signed, &store, &opts, &clock)
+            .unwrap()
+            .all_valid()
+    );
     let mut g = c.benchmark_group("verify_20mb");
     g.sample_size(20);
     g.throughput(Throughput::Bytes(signed.len() as u64));
-    g.bench_function("sha256_baseline", |b| b.iter(|| ring::digest::digest(&ring::digest::SHA256, &signed)));
-    g.bench_function("p256", |b| b.iter(|| verify_pdf(&signed, &store, &opts, &clock).unwrap()));
+    g.bench_function("sha256_baseline", |b| {
+        b.iter(|| ring::digest::digest(&ring::digest::SHA256, &signed))
+    });
+    g.bench_function("p256", |b| {
+        b.iter(|| verify_pdf(&signed, &store, &opts, &clock).unwrap())
+    });
     g.finish();
 }
 

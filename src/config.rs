@@ -103,7 +103,8 @@ impl Config {
         };
         let mut cfg = match &file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
                 toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
             }
             None => Config::default(),
@@ -135,14 +136,20 @@ impl Config {
             self.time_zone = v;
         }
         if let Some(v) = get("SEGEL_MAX_BODY_BYTES") {
-            self.max_body_bytes = v.parse().map_err(|_| ConfigError(format!("SEGEL_MAX_BODY_BYTES={v:?} is not a number")))?;
+            self.max_body_bytes = v
+                .parse()
+                .map_err(|_| ConfigError(format!("SEGEL_MAX_BODY_BYTES={v:?} is not a number")))?;
         }
         Ok(())
     }
 
     /// Trust anchors: the configured ones, or the development root.
     pub fn trust_paths(&self) -> Vec<PathBuf> {
-        if self.trust.is_empty() { vec![self.keys_dir.join("root-ca.pem")] } else { self.trust.clone() }
+        if self.trust.is_empty() {
+            vec![self.keys_dir.join("root-ca.pem")]
+        } else {
+            self.trust.clone()
+        }
     }
 }
 
@@ -152,9 +159,11 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_secrets_do_not_print() {
-        let mut c: Config = toml::from_str("listen = \"0.0.0.0:9\"\nseal_passphrase = \"hush\"").unwrap();
+        let mut c: Config =
+            toml::from_str("listen = \"0.0.0.0:9\"\nseal_passphrase = \"hush\"").unwrap();
         assert_eq!(c.listen, "0.0.0.0:9");
-        c.apply_env(|k| (k == "SEGEL_LISTEN").then(|| "127.0.0.1:1".to_string())).unwrap();
+        c.apply_env(|k| (k == "SEGEL_LISTEN").then(|| "127.0.0.1:1".to_string()))
+            .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert!(!format!("{c:?}").contains("hush"));
         assert!(toml::from_str::<Config>("nonsense = 1").is_err());

@@ -5,25 +5,25 @@
 
 /// Tamper-evident audit log: hash chain, signed checkpoints, chain verification.
 pub mod audit;
-/// Time as a parameter: the `Clock` every signing and validity decision reads.
-pub mod clock;
-/// Typed configuration: defaults, segel.toml, SEGEL_* overrides.
-pub mod config;
 /// Command-line front end (`segel sign`, `segel tsa`, `segel dev-pki`).
 pub mod cli;
-/// The HTTP service: routes, auth, errors, public pages, operations endpoints.
-pub mod http;
+/// Time as a parameter: the `Clock` every signing and validity decision reads.
+pub mod clock;
 /// CMS SignedData for PAdES (RFC 5652, ETSI EN 319 122-1) and RFC 3161 time-stamp tokens.
 pub mod cms;
+/// Typed configuration: defaults, segel.toml, SEGEL_* overrides.
+pub mod config;
+/// The HTTP service: routes, auth, errors, public pages, operations endpoints.
+pub mod http;
 /// The `Signer` trait and its key sources (PEM/PKCS#12 files, development PKI).
 pub mod keys;
+/// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
+pub mod pdf;
 /// Assembling the service: workflow from configuration, demo bootstrap, the application.
 pub mod service;
 /// Persistence: the sqlx pool (SQLite or PostgreSQL), migrations, write transactions.
 pub mod storage;
-/// The business rules: documents, steps, approvals, seal, webhooks.
-pub mod workflow;
 /// Trust: certificate paths, revocation, and verification of signed PDFs into a report.
 pub mod trust;
-/// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
-pub mod pdf;
+/// The business rules: documents, steps, approvals, seal, webhooks.
+pub mod workflow;

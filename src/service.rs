@@ -23,17 +23,25 @@ fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StartError + '_ {
 }
 
 fn pem_signer(dir: &Path, stem: &str) -> Result<SoftwareSigner, StartError> {
-    let key = std::fs::read(dir.join(format!("{stem}.key.pem"))).map_err(err(&format!("{}/{stem}.key.pem", dir.display())))?;
-    let chain = load_certificates_pem(&std::fs::read(dir.join(format!("{stem}.chain.pem"))).map_err(err(&format!("{}/{stem}.chain.pem", dir.display())))?)
-        .map_err(err(stem))?;
+    let key = std::fs::read(dir.join(format!("{stem}.key.pem")))
+        .map_err(err(&format!("{}/{stem}.key.pem", dir.display())))?;
+    let chain = load_certificates_pem(
+        &std::fs::read(dir.join(format!("{stem}.chain.pem")))
+            .map_err(err(&format!("{}/{stem}.chain.pem", dir.display())))?,
+    )
+    .map_err(err(stem))?;
     SoftwareSigner::from_pem(&key, chain, false).map_err(err(stem))
 }
 
 /// Build the workflow (everything but HTTP).
 pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow>, StartError> {
     let cfg = Arc::new(cfg);
-    let db = Db::connect(&cfg.database_url).await.map_err(err("database"))?;
-    let blobs = Arc::new(FsBlobStore { dir: cfg.data_dir.join("blobs") });
+    let db = Db::connect(&cfg.database_url)
+        .await
+        .map_err(err("database"))?;
+    let blobs = Arc::new(FsBlobStore {
+        dir: cfg.data_dir.join("blobs"),
+    });
     let keys = Arc::new(FileKeyStore::open(cfg.data_dir.join("keys")).map_err(err("keystore"))?);
     let mut trust = TrustStore::default();
     for t in cfg.trust_paths() {
@@ -55,62 +63,139 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
                 (None, Some(f)) => std::fs::read_to_string(f).map_err(err("seal_passphrase_file"))?.trim_end().to_string(),
                 (None, None) => return Err(StartError("the seal key is in the keystore: set SEGEL_SEAL_PASSPHRASE or seal_passphrase_file".into())),
             };
-            keys.unlock_signer("seal", &Passphrase::new(pass), false, clock.now(), &trust.crls, &LogEvents).map_err(err("seal key"))?
+            keys.unlock_signer(
+                "seal",
+                &Passphrase::new(pass),
+                false,
+                clock.now(),
+                &trust.crls,
+                &LogEvents,
+            )
+            .map_err(err("seal key"))?
         }
         Err(_) => Arc::new(pem_signer(&cfg.keys_dir, "seal")?),
     };
     let tsa_signer = Arc::new(pem_signer(&cfg.keys_dir, "tsa")?);
-    let tsa = Arc::new(crate::cms::BuiltinTsa::new(tsa_signer, crate::cms::tsp::DEV_TSA_POLICY, clock.clone()).map_err(err("TSA"))?);
+    let tsa = Arc::new(
+        crate::cms::BuiltinTsa::new(tsa_signer, crate::cms::tsp::DEV_TSA_POLICY, clock.clone())
+            .map_err(err("TSA"))?,
+    );
     let auditor: Arc<dyn Signer> = Arc::new(pem_signer(&cfg.keys_dir, "auditor")?);
-    let zone = DisplayZone::parse(&cfg.time_zone).map_err(|e| StartError(format!("time_zone: {e}")))?;
-    let seals = crate::workflow::batcher::SealBatcher::start(db.clone(), auditor.clone(), cfg.audit_checkpoint_every);
-    Ok(Arc::new(Workflow { cfg, db, blobs, keys, trust: Arc::new(trust), seal, tsa, auditor, clock, zone, seals }))
+    let zone =
+        DisplayZone::parse(&cfg.time_zone).map_err(|e| StartError(format!("time_zone: {e}")))?;
+    let seals = crate::workflow::batcher::SealBatcher::start(
+        db.clone(),
+        auditor.clone(),
+        cfg.audit_checkpoint_every,
+    );
+    Ok(Arc::new(Workflow {
+        cfg,
+        db,
+        blobs,
+        keys,
+        trust: Arc::new(trust),
+        seal,
+        tsa,
+        auditor,
+        clock,
+        zone,
+        seals,
+    }))
 }
 
 /// On a database without applications: create the demo application, a reviewer, a signer and
 /// an auditor, with the development officials' keys sealed under fresh passphrases. Returns
 /// the credentials (written to data/demo-credentials.json, mode 0600).
 pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, StartError> {
-    let apps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps").fetch_one(&wf.db.pool).await.map_err(err("database"))?;
+    let apps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps")
+        .fetch_one(&wf.db.pool)
+        .await
+        .map_err(err("database"))?;
     if apps > 0 {
         return Ok(None);
     }
-    let system = Actor { kind: crate::audit::ActorKind::System, id: "bootstrap".into() };
+    let system = Actor {
+        kind: crate::audit::ActorKind::System,
+        id: "bootstrap".into(),
+    };
     let (_, app_key) = wf
-        .create_app("demo", &["submit".into(), "seal".into(), "read".into()], &system)
+        .create_app(
+            "demo",
+            &["submit".into(), "seal".into(), "read".into()],
+            &system,
+        )
         .await
         .map_err(err("demo application"))?;
-    let kdf = if wf.cfg.insecure_fast_kdf { KdfParams::insecure_fast() } else { KdfParams::recommended() };
+    let kdf = if wf.cfg.insecure_fast_kdf {
+        KdfParams::insecure_fast()
+    } else {
+        KdfParams::recommended()
+    };
     let mut creds = serde_json::json!({ "app_key": app_key });
     let people = [
         ("reviewer", "siti", vec!["reviewer".to_string()]),
         ("signer", "budi", vec!["signer".to_string()]),
     ];
     for (role, id, roles) in people {
-        let key_pem = std::fs::read(wf.cfg.keys_dir.join(format!("officials/{id}.key.pem"))).map_err(err("demo key"))?;
-        let chain = load_certificates_pem(&std::fs::read(wf.cfg.keys_dir.join(format!("officials/{id}.chain.pem"))).map_err(err("demo chain"))?)
-            .map_err(err("demo chain"))?;
-        let pkcs8 = pem::parse(&key_pem).map_err(err("demo key"))?.into_contents();
+        let key_pem = std::fs::read(wf.cfg.keys_dir.join(format!("officials/{id}.key.pem")))
+            .map_err(err("demo key"))?;
+        let chain = load_certificates_pem(
+            &std::fs::read(wf.cfg.keys_dir.join(format!("officials/{id}.chain.pem")))
+                .map_err(err("demo chain"))?,
+        )
+        .map_err(err("demo chain"))?;
+        let pkcs8 = pem::parse(&key_pem)
+            .map_err(err("demo key"))?
+            .into_contents();
         let (cn, title, nip, _) = crate::keys::certificate_identity(&chain[0]);
         let password = random_token(12);
         let passphrase = random_token(12);
         let keys = wf.keys.clone();
-        let (pk, ch, pp, kd, now) = (pkcs8.clone(), chain.clone(), Passphrase::new(passphrase.clone()), kdf.clone(), wf.clock.now());
+        let (pk, ch, pp, kd, now) = (
+            pkcs8.clone(),
+            chain.clone(),
+            Passphrase::new(passphrase.clone()),
+            kdf.clone(),
+            wf.clock.now(),
+        );
         let ident = (cn.clone(), title.clone(), nip.clone());
         let key_id = id.to_string();
-        tokio::task::spawn_blocking(move || keys.import_pkcs8(&key_id, &pk, &ch, ident, &pp, &kd, now, &LogEvents))
-            .await
-            .map_err(err("demo key"))?
-            .map_err(err("demo key"))?;
-        wf.add_official(id, &password, &cn.unwrap_or_default(), &title.unwrap_or_default(), &nip.unwrap_or_default(), Some(&format!("{id}@example.go.id")), &roles, Some(id), &system)
-            .await
-            .map_err(err("demo official"))?;
-        creds[role] = serde_json::json!({"username": id, "password": password, "passphrase": passphrase});
+        tokio::task::spawn_blocking(move || {
+            keys.import_pkcs8(&key_id, &pk, &ch, ident, &pp, &kd, now, &LogEvents)
+        })
+        .await
+        .map_err(err("demo key"))?
+        .map_err(err("demo key"))?;
+        wf.add_official(
+            id,
+            &password,
+            &cn.unwrap_or_default(),
+            &title.unwrap_or_default(),
+            &nip.unwrap_or_default(),
+            Some(&format!("{id}@example.go.id")),
+            &roles,
+            Some(id),
+            &system,
+        )
+        .await
+        .map_err(err("demo official"))?;
+        creds[role] =
+            serde_json::json!({"username": id, "password": password, "passphrase": passphrase});
     }
     let auditor_password = random_token(12);
-    wf.add_official("auditor", &auditor_password, "Auditor Internal", "Inspektorat", "000000000000000000", None, &["auditor".into()], None, &system)
-        .await
-        .map_err(err("demo auditor"))?;
+    wf.add_official(
+        "auditor",
+        &auditor_password,
+        "Auditor Internal",
+        "Inspektorat",
+        "000000000000000000",
+        None,
+        &["auditor".into()],
+        None,
+        &system,
+    )
+    .await
+    .map_err(err("demo auditor"))?;
     creds["auditor"] = serde_json::json!({"username": "auditor", "password": auditor_password});
     let path = wf.cfg.data_dir.join("demo-credentials.json");
     std::fs::create_dir_all(&wf.cfg.data_dir).map_err(err("data dir"))?;
@@ -121,7 +206,12 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&path).map_err(err("demo credentials"))?;
-        f.write_all(serde_json::to_string_pretty(&creds).unwrap_or_default().as_bytes()).map_err(err("demo credentials"))?;
+        f.write_all(
+            serde_json::to_string_pretty(&creds)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(err("demo credentials"))?;
     }
     Ok(Some(creds))
 }
@@ -144,19 +234,36 @@ impl Application {
         let per_minute = cfg.public_rate_per_minute;
         let wf = workflow(cfg, clock).await?;
         if let Some(creds) = bootstrap_demo(&wf).await? {
-            println!("First start: demo credentials (also in {}/demo-credentials.json, shown only now):", wf.cfg.data_dir.display());
-            println!("{}", serde_json::to_string_pretty(&creds).unwrap_or_default());
+            println!(
+                "First start: demo credentials (also in {}/demo-credentials.json, shown only now):",
+                wf.cfg.data_dir.display()
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&creds).unwrap_or_default()
+            );
         }
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(err(&listen))?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(err(&listen))?;
         let port = listener.local_addr().map_err(err("listener"))?.port();
-        let state = crate::http::AppState { wf, metrics: crate::http::prometheus(), limiter: Arc::new(crate::http::RateLimiter::new(per_minute)) };
-        Ok(Application { port, state, listener })
+        let state = crate::http::AppState {
+            wf,
+            metrics: crate::http::prometheus(),
+            limiter: Arc::new(crate::http::RateLimiter::new(per_minute)),
+        };
+        Ok(Application {
+            port,
+            state,
+            listener,
+        })
     }
 
     /// Serve until the task is dropped; webhooks are delivered in the background.
     pub async fn run(self) -> Result<(), StartError> {
         let worker = crate::http::spawn_webhook_worker(self.state.wf.clone());
-        let app = crate::http::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = crate::http::router(self.state)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let result = axum::serve(self.listener, app).await.map_err(err("server"));
         worker.abort();
         result

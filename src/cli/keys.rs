@@ -12,7 +12,12 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct KeysArgs {
     /// Keystore directory.
-    #[arg(long, global = true, env = "SEGEL_KEYSTORE", default_value = "data/keys")]
+    #[arg(
+        long,
+        global = true,
+        env = "SEGEL_KEYSTORE",
+        default_value = "data/keys"
+    )]
     keystore: PathBuf,
     #[command(subcommand)]
     command: KeysCommand,
@@ -76,14 +81,18 @@ pub fn passphrase(var: &str, prompt: &str, confirm: bool) -> Result<Passphrase, 
         return Ok(Passphrase::new(p));
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError(format!("set {var} (no terminal to ask for the passphrase)")));
+        return Err(CliError(format!(
+            "set {var} (no terminal to ask for the passphrase)"
+        )));
     }
     let p = rpassword::prompt_password(format!("{prompt}: "))?;
     if confirm && rpassword::prompt_password(format!("{prompt} (again): "))? != p {
         return Err(CliError("the passphrases differ".into()));
     }
     if p.chars().count() < 8 {
-        return Err(CliError("a signing passphrase needs at least 8 characters".into()));
+        return Err(CliError(
+            "a signing passphrase needs at least 8 characters".into(),
+        ));
     }
     Ok(Passphrase::new(p))
 }
@@ -91,7 +100,9 @@ pub fn passphrase(var: &str, prompt: &str, confirm: bool) -> Result<Passphrase, 
 /// Argon2id parameters: the recommended ones, unless SEGEL_INSECURE_FAST_KDF=1 (tests only).
 pub fn kdf() -> KdfParams {
     if std::env::var("SEGEL_INSECURE_FAST_KDF").is_ok_and(|v| v == "1") {
-        tracing::warn!("SEGEL_INSECURE_FAST_KDF=1: keys are sealed with test-only Argon2 parameters");
+        tracing::warn!(
+            "SEGEL_INSECURE_FAST_KDF=1: keys are sealed with test-only Argon2 parameters"
+        );
         KdfParams::insecure_fast()
     } else {
         KdfParams::recommended()
@@ -132,7 +143,9 @@ pub(super) fn audit_events(events: CollectedEvents) -> Result<(), CliError> {
                 document_id: None,
                 details: serde_json::json!({"official": official, "detail": detail}),
             };
-            crate::audit::append(&mut tx, db.backend, at, &entry).await.map_err(|e| CliError(e.to_string()))?;
+            crate::audit::append(&mut tx, db.backend, at, &entry)
+                .await
+                .map_err(|e| CliError(e.to_string()))?;
         }
         tx.commit().await.map_err(|e| CliError(e.to_string()))?;
         Ok(())
@@ -151,24 +164,74 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
     let store = FileKeyStore::open(&args.keystore)?;
     let now = time::OffsetDateTime::now_utc();
     match args.command {
-        KeysCommand::New { official, algorithm, name, title, nip, organisation, csr, hsm_module, hsm_token, hsm_pin_env, hsm_pin_file } => {
-            let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
-            let identity = (name.as_str(), title.as_str(), nip.as_str(), organisation.as_str());
+        KeysCommand::New {
+            official,
+            algorithm,
+            name,
+            title,
+            nip,
+            organisation,
+            csr,
+            hsm_module,
+            hsm_token,
+            hsm_pin_env,
+            hsm_pin_file,
+        } => {
+            let pp = passphrase(
+                "SEGEL_PASSPHRASE",
+                &format!("New signing passphrase for {official}"),
+                true,
+            )?;
+            let identity = (
+                name.as_str(),
+                title.as_str(),
+                nip.as_str(),
+                organisation.as_str(),
+            );
             let pem = match (hsm_module, hsm_token) {
                 (Some(module), Some(token_label)) => {
-                    let spec = crate::keys::keystore::HsmSpec { module, token_label, pin_env: hsm_pin_env, pin_file: hsm_pin_file };
-                    store.generate_in_hsm(&official, algorithm, identity, &spec, &pp, &kdf(), now, events)?
+                    let spec = crate::keys::keystore::HsmSpec {
+                        module,
+                        token_label,
+                        pin_env: hsm_pin_env,
+                        pin_file: hsm_pin_file,
+                    };
+                    store.generate_in_hsm(
+                        &official,
+                        algorithm,
+                        identity,
+                        &spec,
+                        &pp,
+                        &kdf(),
+                        now,
+                        events,
+                    )?
                 }
                 _ => store.generate(&official, algorithm, identity, &pp, &kdf(), now, events)?,
             };
             let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
             super::sign::write_output(&path, pem.as_bytes())?;
-            eprintln!("key for {official} ({algorithm:?}) sealed in {}; CSR written to {}", args.keystore.display(), path.display());
+            eprintln!(
+                "key for {official} ({algorithm:?}) sealed in {}; CSR written to {}",
+                args.keystore.display(),
+                path.display()
+            );
         }
-        KeysCommand::ImportCert { official, chain, trust } => {
-            let certs = load_certificates_pem(&std::fs::read(&chain).map_err(|e| CliError(format!("{}: {e}", chain.display())))?)?;
+        KeysCommand::ImportCert {
+            official,
+            chain,
+            trust,
+        } => {
+            let certs = load_certificates_pem(
+                &std::fs::read(&chain)
+                    .map_err(|e| CliError(format!("{}: {e}", chain.display())))?,
+            )?;
             let mut anchors = crate::trust::TrustStore::default();
-            let trust = if trust.is_empty() { vec![super::keys_dir().join("root-ca.pem")] } else { trust };
+            let trust = if trust.is_empty() {
+                vec![super::keys_dir().join("root-ca.pem")]
+            } else {
+                trust
+            };
             for t in &trust {
                 anchors.add_certificates(t)?;
             }
@@ -178,18 +241,37 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
             eprintln!("certificate imported for {official}");
         }
         KeysCommand::ImportP12 { official, file } => {
-            let data = std::fs::read(&file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+            let data =
+                std::fs::read(&file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
             let password = match std::env::var("SEGEL_P12_PASSWORD") {
                 Ok(p) => p,
-                Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password("PKCS#12 password: ")?,
-                Err(_) => return Err(CliError("set SEGEL_P12_PASSWORD (no terminal to ask for it)".into())),
+                Err(_) if std::io::stdin().is_terminal() => {
+                    rpassword::prompt_password("PKCS#12 password: ")?
+                }
+                Err(_) => {
+                    return Err(CliError(
+                        "set SEGEL_P12_PASSWORD (no terminal to ask for it)".into(),
+                    ));
+                }
             };
-            let pp = passphrase("SEGEL_PASSPHRASE", &format!("New signing passphrase for {official}"), true)?;
+            let pp = passphrase(
+                "SEGEL_PASSPHRASE",
+                &format!("New signing passphrase for {official}"),
+                true,
+            )?;
             store.import_p12(&official, &data, &password, &pp, &kdf(), now, events)?;
             eprintln!("PKCS#12 imported for {official} and sealed under the signing passphrase");
         }
         KeysCommand::List => {
-            println!("{:<16} {:<8} {:<9} {:<9} {:<6} {}", "OFFICIAL", "ALG", "LOCATION", "STATUS", "DAYS", "CERTIFICATE (subject | issuer | expiry)");
+            println!(
+                "{:<16} {:<8} {:<9} {:<9} {:<6} {}",
+                "OFFICIAL",
+                "ALG",
+                "LOCATION",
+                "STATUS",
+                "DAYS",
+                "CERTIFICATE (subject | issuer | expiry)"
+            );
             for r in store.list()? {
                 let location = match r.location {
                     KeyLocation::Keystore { .. } => "keystore",
@@ -198,10 +280,22 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                 let (cert, days) = match &r.chain_pem {
                     Some(pem) => {
                         let der = load_certificates_pem(pem.as_bytes())?.remove(0);
-                        let (_, c) = x509_parser::parse_x509_certificate(&der).map_err(|e| CliError(e.to_string()))?;
-                        (format!("{} | {} | {}", c.subject(), c.issuer(), c.validity().not_after), days_to_expiry(pem, now))
+                        let (_, c) = x509_parser::parse_x509_certificate(&der)
+                            .map_err(|e| CliError(e.to_string()))?;
+                        (
+                            format!(
+                                "{} | {} | {}",
+                                c.subject(),
+                                c.issuer(),
+                                c.validity().not_after
+                            ),
+                            days_to_expiry(pem, now),
+                        )
                     }
-                    None => ("(no certificate yet: import the CA's answer to the CSR)".into(), None),
+                    None => (
+                        "(no certificate yet: import the CA's answer to the CSR)".into(),
+                        None,
+                    ),
                 };
                 let status = match (r.disabled, days) {
                     (true, _) => "disabled",
@@ -210,12 +304,28 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                     _ => "active",
                 };
                 let days = days.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
-                println!("{:<16} {:<8} {:<9} {:<9} {:<6} {}", r.id, format!("{:?}", r.algorithm).to_lowercase(), location, status, days, cert);
+                println!(
+                    "{:<16} {:<8} {:<9} {:<9} {:<6} {}",
+                    r.id,
+                    format!("{:?}", r.algorithm).to_lowercase(),
+                    location,
+                    status,
+                    days,
+                    cert
+                );
             }
         }
         KeysCommand::Passphrase { official } => {
-            let old = passphrase("SEGEL_PASSPHRASE", &format!("Current passphrase for {official}"), false)?;
-            let new = passphrase("SEGEL_NEW_PASSPHRASE", &format!("New passphrase for {official}"), true)?;
+            let old = passphrase(
+                "SEGEL_PASSPHRASE",
+                &format!("Current passphrase for {official}"),
+                false,
+            )?;
+            let new = passphrase(
+                "SEGEL_NEW_PASSPHRASE",
+                &format!("New passphrase for {official}"),
+                true,
+            )?;
             store.change_passphrase(&official, &old, &new, &kdf(), events)?;
             eprintln!("passphrase changed for {official}; key and certificate unchanged");
         }

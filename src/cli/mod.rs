@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "segel", version, about = "Signs and verifies administrative documents (PAdES)")]
+#[command(
+    name = "segel",
+    version,
+    about = "Signs and verifies administrative documents (PAdES)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,7 +101,10 @@ pub fn main() -> ExitCode {
         }
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEGEL_LOG").unwrap_or_else(|_| "segel=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEGEL_LOG")
+                .unwrap_or_else(|_| "segel=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
     let result = match cli.command {
@@ -115,25 +122,58 @@ pub fn main() -> ExitCode {
         Command::Officials(args) => serve::officials(args),
         Command::Keys(args) => keys::run(args),
         Command::Tsa(args) => tsa::run(args),
-        Command::DevPki(DevPkiCommand::Init { dir, base_url, organisation }) => {
-            let opts = crate::keys::devpki::InitOptions { base_url, organisation, now: time::OffsetDateTime::now_utc() };
-            crate::keys::devpki::DevPki::init(&dir, &opts).map(|_| {
-                eprintln!("development PKI written to {} (never use it in production)", dir.display());
-            }).map_err(CliError::from)
+        Command::DevPki(DevPkiCommand::Init {
+            dir,
+            base_url,
+            organisation,
+        }) => {
+            let opts = crate::keys::devpki::InitOptions {
+                base_url,
+                organisation,
+                now: time::OffsetDateTime::now_utc(),
+            };
+            crate::keys::devpki::DevPki::init(&dir, &opts)
+                .map(|_| {
+                    eprintln!(
+                        "development PKI written to {} (never use it in production)",
+                        dir.display()
+                    );
+                })
+                .map_err(CliError::from)
         }
-        Command::DevPki(DevPkiCommand::Issue { dir, id, cn, title, nip, algorithm }) => {
-            let spec = crate::keys::devpki::OfficialSpec { id: id.clone(), name: cn, title, nip, algorithm };
+        Command::DevPki(DevPkiCommand::Issue {
+            dir,
+            id,
+            cn,
+            title,
+            nip,
+            algorithm,
+        }) => {
+            let spec = crate::keys::devpki::OfficialSpec {
+                id: id.clone(),
+                name: cn,
+                title,
+                nip,
+                algorithm,
+            };
             crate::keys::devpki::DevPki { dir: dir.clone() }
                 .issue_official(&spec, time::OffsetDateTime::now_utc())
                 .map(|der| {
-                    let serial = x509_parser::parse_x509_certificate(&der).map(|(_, c)| c.raw_serial_as_string().replace(':', "")).unwrap_or_default();
+                    let serial = x509_parser::parse_x509_certificate(&der)
+                        .map(|(_, c)| c.raw_serial_as_string().replace(':', ""))
+                        .unwrap_or_default();
                     println!("{serial}");
-                    eprintln!("issued {}/officials/{id}.pem (serial {serial})", dir.display());
+                    eprintln!(
+                        "issued {}/officials/{id}.pem (serial {serial})",
+                        dir.display()
+                    );
                 })
                 .map_err(CliError::from)
         }
         Command::DevPki(DevPkiCommand::Revoke { dir, serial }) => {
-            crate::keys::devpki::DevPki { dir }.revoke(&serial, time::OffsetDateTime::now_utc()).map_err(CliError::from)
+            crate::keys::devpki::DevPki { dir }
+                .revoke(&serial, time::OffsetDateTime::now_utc())
+                .map_err(CliError::from)
         }
     };
     match result {
@@ -148,5 +188,7 @@ pub fn main() -> ExitCode {
 
 /// Directory of the development PKI: `SEGEL_KEYS_DIR`, else `./keys-example`.
 pub fn keys_dir() -> PathBuf {
-    std::env::var_os("SEGEL_KEYS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("keys-example"))
+    std::env::var_os("SEGEL_KEYS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("keys-example"))
 }

@@ -71,14 +71,20 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 fn operator() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    Actor { kind: crate::audit::ActorKind::System, id: format!("cli:{user}") }
+    Actor {
+        kind: crate::audit::ActorKind::System,
+        id: format!("cli:{user}"),
+    }
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let cfg = Config::load(args.config.as_deref())?;
     runtime()?.block_on(async move {
         let app = crate::service::Application::build(cfg).await?;
-        eprintln!("segel listening on http://{} (port {})", app.state.wf.cfg.listen, app.port);
+        eprintln!(
+            "segel listening on http://{} (port {})",
+            app.state.wf.cfg.listen, app.port
+        );
         app.run().await?;
         Ok(())
     })
@@ -87,16 +93,30 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 pub fn apps(args: AppsArgs) -> Result<(), CliError> {
     let cfg = Config::load(args.config.as_deref())?;
     runtime()?.block_on(async move {
-        let wf = crate::service::workflow(cfg, std::sync::Arc::new(crate::clock::SystemClock)).await?;
+        let wf =
+            crate::service::workflow(cfg, std::sync::Arc::new(crate::clock::SystemClock)).await?;
         match args.command {
             AppsCommand::Create { name, scopes } => {
-                let scopes: Vec<String> = scopes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                let (app, key) = wf.create_app(&name, &scopes, &operator()).await.map_err(|e| CliError(e.to_string()))?;
-                eprintln!("application {} created with scopes {}; its key (shown only now):", app.name, app.scopes.join(","));
+                let scopes: Vec<String> = scopes
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let (app, key) = wf
+                    .create_app(&name, &scopes, &operator())
+                    .await
+                    .map_err(|e| CliError(e.to_string()))?;
+                eprintln!(
+                    "application {} created with scopes {}; its key (shown only now):",
+                    app.name,
+                    app.scopes.join(",")
+                );
                 println!("{key}");
             }
             AppsCommand::Revoke { name } => {
-                wf.revoke_app(&name, &operator()).await.map_err(|e| CliError(e.to_string()))?;
+                wf.revoke_app(&name, &operator())
+                    .await
+                    .map_err(|e| CliError(e.to_string()))?;
                 eprintln!("application {name} revoked");
             }
         }
@@ -107,9 +127,18 @@ pub fn apps(args: AppsArgs) -> Result<(), CliError> {
 pub fn officials(args: OfficialsArgs) -> Result<(), CliError> {
     let cfg = Config::load(args.config.as_deref())?;
     runtime()?.block_on(async move {
-        let wf = crate::service::workflow(cfg, std::sync::Arc::new(crate::clock::SystemClock)).await?;
+        let wf =
+            crate::service::workflow(cfg, std::sync::Arc::new(crate::clock::SystemClock)).await?;
         match args.command {
-            OfficialsCommand::Add { username, name, title, nip, email, roles, key } => {
+            OfficialsCommand::Add {
+                username,
+                name,
+                title,
+                nip,
+                email,
+                roles,
+                key,
+            } => {
                 let password = match std::env::var("SEGEL_OFFICIAL_PASSWORD") {
                     Ok(p) => p,
                     Err(_) => {
@@ -121,12 +150,30 @@ pub fn officials(args: OfficialsArgs) -> Result<(), CliError> {
                 if let Some(k) = &key {
                     wf.keys.get(k).map_err(|e| CliError(e.to_string()))?;
                 }
-                let roles: Vec<String> = roles.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let roles: Vec<String> = roles
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 let o = wf
-                    .add_official(&username, &password, &name, &title, &nip, email.as_deref(), &roles, key.as_deref(), &operator())
+                    .add_official(
+                        &username,
+                        &password,
+                        &name,
+                        &title,
+                        &nip,
+                        email.as_deref(),
+                        &roles,
+                        key.as_deref(),
+                        &operator(),
+                    )
                     .await
                     .map_err(|e| CliError(e.to_string()))?;
-                eprintln!("official {} enrolled (roles {})", o.username, o.roles.join(","));
+                eprintln!(
+                    "official {} enrolled (roles {})",
+                    o.username,
+                    o.roles.join(",")
+                );
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 use super::CliError;
 use crate::clock::SystemClock;
 use crate::cms::{HttpTsa, TimeStamper};
-use crate::keys::{SoftwareSigner, Signer, certificate_identity, load_certificates_pem};
+use crate::keys::{Signer, SoftwareSigner, certificate_identity, load_certificates_pem};
 use crate::pdf::sign::{DisplayZone, SignRequest};
 use crate::pdf::{Certification, Placement, StampText, Visibility, sign_pdf};
 use std::io::{IsTerminal, Read, Write};
@@ -102,10 +102,12 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
         Ok(buf)
     } else {
         // Spare capacity for the appended revision, so signing never copies the file.
-        let mut file = std::fs::File::open(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let mut file =
+            std::fs::File::open(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
         let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let mut buf = Vec::with_capacity(len + (256 << 10));
-        file.read_to_end(&mut buf).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        file.read_to_end(&mut buf)
+            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
         Ok(buf)
     }
 }
@@ -122,10 +124,12 @@ pub fn write_output(path: &Path, data: &[u8]) -> Result<(), CliError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| CliError(format!("{}: {}", path.display(), e.error)))?;
+    tmp.persist(path)
+        .map_err(|e| CliError(format!("{}: {}", path.display(), e.error)))?;
     Ok(())
 }
 
@@ -134,9 +138,13 @@ fn p12_password() -> Result<zeroize::Zeroizing<String>, CliError> {
         return Ok(zeroize::Zeroizing::new(p));
     }
     if std::io::stdin().is_terminal() {
-        return Ok(zeroize::Zeroizing::new(rpassword::prompt_password("PKCS#12 password: ")?));
+        return Ok(zeroize::Zeroizing::new(rpassword::prompt_password(
+            "PKCS#12 password: ",
+        )?));
     }
-    Err(CliError("set SEGEL_P12_PASSWORD (no terminal to ask for the PKCS#12 password)".into()))
+    Err(CliError(
+        "set SEGEL_P12_PASSWORD (no terminal to ask for the PKCS#12 password)".into(),
+    ))
 }
 
 fn load_signer(args: &SignArgs) -> Result<std::sync::Arc<dyn Signer>, CliError> {
@@ -148,32 +156,52 @@ fn load_signer(args: &SignArgs) -> Result<std::sync::Arc<dyn Signer>, CliError> 
             ts.add_crl(c)?;
             crls.extend(ts.crls);
         }
-        let pp = super::keys::passphrase("SEGEL_PASSPHRASE", &format!("Signing passphrase for {official}"), false)?;
+        let pp = super::keys::passphrase(
+            "SEGEL_PASSPHRASE",
+            &format!("Signing passphrase for {official}"),
+            false,
+        )?;
         let events = super::keys::CollectedEvents::default();
-        let unlocked = store.unlock_signer(official, &pp, args.pss, time::OffsetDateTime::now_utc(), &crls, &events);
+        let unlocked = store.unlock_signer(
+            official,
+            &pp,
+            args.pss,
+            time::OffsetDateTime::now_utc(),
+            &crls,
+            &events,
+        );
         // A failed unlock is a key event for the audit log.
         super::keys::audit_events(events)?;
         return Ok(unlocked?);
     }
     if let Some(p12) = &args.p12 {
         let data = std::fs::read(p12).map_err(|e| CliError(format!("{}: {e}", p12.display())))?;
-        return Ok(std::sync::Arc::new(SoftwareSigner::from_pkcs12(&data, &p12_password()?, args.pss)?));
+        return Ok(std::sync::Arc::new(SoftwareSigner::from_pkcs12(
+            &data,
+            &p12_password()?,
+            args.pss,
+        )?));
     }
     let (Some(key), Some(cert)) = (&args.key, &args.cert) else {
         return Err(CliError("give --key and --cert, or --p12".into()));
     };
     let key_pem = std::fs::read(key).map_err(|e| CliError(format!("{}: {e}", key.display())))?;
-    let mut chain =
-        load_certificates_pem(&std::fs::read(cert).map_err(|e| CliError(format!("{}: {e}", cert.display())))?)?;
+    let mut chain = load_certificates_pem(
+        &std::fs::read(cert).map_err(|e| CliError(format!("{}: {e}", cert.display())))?,
+    )?;
     if let Some(extra) = &args.chain {
-        let more = load_certificates_pem(&std::fs::read(extra).map_err(|e| CliError(format!("{}: {e}", extra.display())))?)?;
+        let more = load_certificates_pem(
+            &std::fs::read(extra).map_err(|e| CliError(format!("{}: {e}", extra.display())))?,
+        )?;
         for c in more {
             if !chain.contains(&c) {
                 chain.push(c);
             }
         }
     }
-    Ok(std::sync::Arc::new(SoftwareSigner::from_pem(&key_pem, chain, args.pss)?))
+    Ok(std::sync::Arc::new(SoftwareSigner::from_pem(
+        &key_pem, chain, args.pss,
+    )?))
 }
 
 fn parse_rect(s: &str) -> Result<[f32; 4], CliError> {
@@ -194,17 +222,34 @@ pub fn run(args: SignArgs) -> Result<(), CliError> {
         Some("no-changes") => Some(Certification::NoChanges),
         Some("form-fill") => Some(Certification::FormFill),
         Some("annotate") => Some(Certification::Annotate),
-        Some(other) => return Err(CliError(format!("--certify {other:?}: use no-changes, form-fill or annotate"))),
+        Some(other) => {
+            return Err(CliError(format!(
+                "--certify {other:?}: use no-changes, form-fill or annotate"
+            )));
+        }
     };
     let placement = match (&args.anchor, &args.page, &args.rect) {
-        (Some(a), _, _) => Some(Placement::Anchor { text: a.clone(), size: None }),
-        (None, Some(page), Some(rect)) => Some(Placement::Rect { page: *page, rect: parse_rect(rect)? }),
+        (Some(a), _, _) => Some(Placement::Anchor {
+            text: a.clone(),
+            size: None,
+        }),
+        (None, Some(page), Some(rect)) => Some(Placement::Rect {
+            page: *page,
+            rect: parse_rect(rect)?,
+        }),
         _ => None,
     };
     let (cn, cert_title, serial, issuer_o) = certificate_identity(&signer.certificate_chain()[0]);
     let visibility = match (&args.initials, args.visible, placement) {
-        (Some(initials), _, Some(placement)) => Visibility::Initials { placement, initials: initials.clone() },
-        (Some(_), _, None) => return Err(CliError("--initials needs --page/--rect or --anchor".into())),
+        (Some(initials), _, Some(placement)) => Visibility::Initials {
+            placement,
+            initials: initials.clone(),
+        },
+        (Some(_), _, None) => {
+            return Err(CliError(
+                "--initials needs --page/--rect or --anchor".into(),
+            ));
+        }
         (None, true, Some(placement)) => Visibility::Stamp {
             placement,
             text: StampText {
@@ -216,8 +261,16 @@ pub fn run(args: SignArgs) -> Result<(), CliError> {
                 issuer_org: issuer_o,
             },
         },
-        (None, true, None) => return Err(CliError("--visible needs --page and --rect, or --anchor".into())),
-        (None, false, Some(_)) => return Err(CliError("--page/--rect/--anchor need --visible or --initials".into())),
+        (None, true, None) => {
+            return Err(CliError(
+                "--visible needs --page and --rect, or --anchor".into(),
+            ));
+        }
+        (None, false, Some(_)) => {
+            return Err(CliError(
+                "--page/--rect/--anchor need --visible or --initials".into(),
+            ));
+        }
         (None, false, None) => Visibility::Invisible,
     };
     let timestamper: Option<Box<dyn TimeStamper>> = match args.timestamp.as_deref() {
@@ -227,8 +280,14 @@ pub fn run(args: SignArgs) -> Result<(), CliError> {
             args.tsa_cert.clone(),
             crate::cms::tsp::DEV_TSA_POLICY,
         )?)),
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(Box::new(HttpTsa::new(url))),
-        Some(other) => return Err(CliError(format!("--timestamp {other:?}: use builtin or an http(s) URL"))),
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(Box::new(HttpTsa::new(url)))
+        }
+        Some(other) => {
+            return Err(CliError(format!(
+                "--timestamp {other:?}: use builtin or an http(s) URL"
+            )));
+        }
     };
     let req = SignRequest {
         field_name: args.field.clone(),

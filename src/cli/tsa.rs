@@ -31,13 +31,23 @@ pub struct TsaArgs {
 }
 
 /// Load a TSA from key and chain files (defaults: the development PKI).
-pub fn load_tsa(key: Option<PathBuf>, cert: Option<PathBuf>, policy: &str) -> Result<BuiltinTsa, CliError> {
+pub fn load_tsa(
+    key: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    policy: &str,
+) -> Result<BuiltinTsa, CliError> {
     let key = key.unwrap_or_else(|| keys_dir().join("tsa.key.pem"));
     let cert = cert.unwrap_or_else(|| keys_dir().join("tsa.chain.pem"));
     let key_pem = std::fs::read(&key).map_err(|e| CliError(format!("{}: {e}", key.display())))?;
-    let chain = load_certificates_pem(&std::fs::read(&cert).map_err(|e| CliError(format!("{}: {e}", cert.display())))?)?;
+    let chain = load_certificates_pem(
+        &std::fs::read(&cert).map_err(|e| CliError(format!("{}: {e}", cert.display())))?,
+    )?;
     let signer = SoftwareSigner::from_pem(&key_pem, chain, false)?;
-    Ok(BuiltinTsa::new(Arc::new(signer), policy, Arc::new(SystemClock))?)
+    Ok(BuiltinTsa::new(
+        Arc::new(signer),
+        policy,
+        Arc::new(SystemClock),
+    )?)
 }
 
 /// The router answering time-stamp queries at `/` and `/tsa`.
@@ -52,7 +62,12 @@ pub fn router(tsa: Arc<BuiltinTsa>) -> Router {
 async fn answer(State(tsa): State<Arc<BuiltinTsa>>, body: Bytes) -> impl IntoResponse {
     let tsa = tsa.clone();
     match tokio::task::spawn_blocking(move || tsa.respond(&body)).await {
-        Ok(resp) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/timestamp-reply")], resp).into_response(),
+        Ok(resp) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/timestamp-reply")],
+            resp,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -61,7 +76,9 @@ pub fn run(args: TsaArgs) -> Result<(), CliError> {
     let tsa = Arc::new(load_tsa(args.key, args.cert, &args.policy)?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| CliError(format!("{}: {e}", args.listen)))?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| CliError(format!("{}: {e}", args.listen)))?;
         eprintln!("segel tsa listening on http://{}", listener.local_addr()?);
         axum::serve(listener, router(tsa)).await?;
         Ok(())

@@ -37,7 +37,8 @@ pub fn run(args: VerifyArgs) -> Result<u8, CliError> {
         std::io::stdin().read_to_end(&mut b)?;
         b
     } else {
-        std::fs::read(&args.input).map_err(|e| CliError(format!("{}: {e}", args.input.display())))?
+        std::fs::read(&args.input)
+            .map_err(|e| CliError(format!("{}: {e}", args.input.display())))?
     };
     let mut store = TrustStore::default();
     for t in &args.trust {
@@ -62,24 +63,36 @@ pub fn run(args: VerifyArgs) -> Result<u8, CliError> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}  sha256 {}  {} revision(s)", report.file, report.sha256, report.revisions);
+        println!(
+            "{}  sha256 {}  {} revision(s)",
+            report.file, report.sha256, report.revisions
+        );
         if report.signatures.is_empty() {
             println!("no signatures");
         }
         for s in &report.signatures {
-            let who = s.signer.as_ref().and_then(|x| x.name.clone()).unwrap_or_else(|| "?".into());
+            let who = s
+                .signer
+                .as_ref()
+                .and_then(|x| x.name.clone())
+                .unwrap_or_else(|| "?".into());
             println!(
                 "{} [{}] revision {} ({}): {} — {} — {}",
                 s.field,
                 s.kind,
-                s.revision.map(|r| r.to_string()).unwrap_or_else(|| "?".into()),
+                s.revision
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 s.coverage.unwrap_or("?"),
                 format!("{:?}", s.verdict).to_uppercase(),
                 who,
                 s.summary_en
             );
             for m in s.modifications_after.iter().filter(|m| !m.allowed) {
-                println!("    not allowed after signing (revision {}): {}", m.revision, m.description);
+                println!(
+                    "    not allowed after signing (revision {}): {}",
+                    m.revision, m.description
+                );
             }
         }
         for w in &report.warnings {

@@ -56,7 +56,10 @@ fn header(input: &[u8], pos: usize) -> Result<Header, BerError> {
         i += n;
         let mut v: usize = 0;
         for &b in bytes {
-            v = v.checked_mul(256).and_then(|v| v.checked_add(usize::from(b))).ok_or(BerError::Length(i))?;
+            v = v
+                .checked_mul(256)
+                .and_then(|v| v.checked_add(usize::from(b)))
+                .ok_or(BerError::Length(i))?;
         }
         Some(v)
     };
@@ -65,7 +68,12 @@ fn header(input: &[u8], pos: usize) -> Result<Header, BerError> {
             return Err(BerError::Truncated(i));
         }
     }
-    Ok(Header { tag, constructed: first & 0x20 != 0, len, content: i })
+    Ok(Header {
+        tag,
+        constructed: first & 0x20 != 0,
+        len,
+        content: i,
+    })
 }
 
 fn push_len(out: &mut Vec<u8>, len: usize) {
@@ -155,9 +163,15 @@ mod tests {
     #[test]
     fn indefinite_lengths_become_definite() {
         // SEQUENCE (indefinite) { INTEGER 5, OCTET STRING (constructed, indefinite) { "ab", "c" } }
-        let ber = [0x30, 0x80, 0x02, 0x01, 0x05, 0x24, 0x80, 0x04, 0x02, b'a', b'b', 0x04, 0x01, b'c', 0, 0, 0, 0, 0, 0];
+        let ber = [
+            0x30, 0x80, 0x02, 0x01, 0x05, 0x24, 0x80, 0x04, 0x02, b'a', b'b', 0x04, 0x01, b'c', 0,
+            0, 0, 0, 0, 0,
+        ];
         let der = to_der(&ber).unwrap();
-        assert_eq!(der, [0x30, 0x08, 0x02, 0x01, 0x05, 0x04, 0x03, b'a', b'b', b'c']);
+        assert_eq!(
+            der,
+            [0x30, 0x08, 0x02, 0x01, 0x05, 0x04, 0x03, b'a', b'b', b'c']
+        );
     }
 
     #[test]
@@ -169,7 +183,16 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        for bad in [&[][..], &[0x30], &[0x30, 0x80], &[0x30, 0x85, 1, 2, 3, 4, 5], &[0x04, 0x80, 0, 0], &[0x30, 0x89, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]] {
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x80],
+            &[0x30, 0x85, 1, 2, 3, 4, 5],
+            &[0x04, 0x80, 0, 0],
+            &[
+                0x30, 0x89, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+        ] {
             assert!(to_der(bad).is_err(), "{bad:?}");
         }
         let mut deep = vec![];

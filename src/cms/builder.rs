@@ -1,7 +1,9 @@
 //! Building SignedData (RFC 5652 §5.1) with one SignerInfo for PAdES and for time-stamp tokens.
 
 use super::oids::*;
-use super::{CmsError, EssCertIdV2, IssuerSerial, SigningCertificateV2, TimeStamper, enc, single_attribute};
+use super::{
+    CmsError, EssCertIdV2, IssuerSerial, SigningCertificateV2, TimeStamper, enc, single_attribute,
+};
 use crate::keys::{DigestAlgorithm, SignatureAlgorithm, Signer};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -30,7 +32,10 @@ pub fn digest_algorithm_identifier(alg: DigestAlgorithm) -> AlgorithmIdentifierO
         DigestAlgorithm::Sha384 => SHA384,
         DigestAlgorithm::Sha512 => SHA512,
     };
-    AlgorithmIdentifierOwned { oid, parameters: None }
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: None,
+    }
 }
 
 /// `RSASSA-PSS-params` (RFC 4055 §3.1); trailerField keeps its default.
@@ -45,12 +50,15 @@ struct RsaPssParams {
 }
 
 /// The SignerInfo `signatureAlgorithm` for a Segel signature algorithm.
-pub fn signature_algorithm_identifier(alg: SignatureAlgorithm) -> Result<AlgorithmIdentifierOwned, CmsError> {
+pub fn signature_algorithm_identifier(
+    alg: SignatureAlgorithm,
+) -> Result<AlgorithmIdentifierOwned, CmsError> {
     Ok(match alg {
         // RFC 4055 §5: sha256WithRSAEncryption with NULL parameters.
-        SignatureAlgorithm::RsaPkcs1Sha256 => {
-            AlgorithmIdentifierOwned { oid: SHA256_WITH_RSA, parameters: Some(Any::null()) }
-        }
+        SignatureAlgorithm::RsaPkcs1Sha256 => AlgorithmIdentifierOwned {
+            oid: SHA256_WITH_RSA,
+            parameters: Some(Any::null()),
+        },
         SignatureAlgorithm::RsaPssSha256 => {
             let sha256 = digest_algorithm_identifier(DigestAlgorithm::Sha256);
             let params = RsaPssParams {
@@ -67,15 +75,24 @@ pub fn signature_algorithm_identifier(alg: SignatureAlgorithm) -> Result<Algorit
             }
         }
         // RFC 5758 §3.2: the ECDSA identifiers carry no parameters.
-        SignatureAlgorithm::EcdsaP256Sha256 => AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None },
-        SignatureAlgorithm::EcdsaP384Sha384 => AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA384, parameters: None },
+        SignatureAlgorithm::EcdsaP256Sha256 => AlgorithmIdentifierOwned {
+            oid: ECDSA_WITH_SHA256,
+            parameters: None,
+        },
+        SignatureAlgorithm::EcdsaP384Sha384 => AlgorithmIdentifierOwned {
+            oid: ECDSA_WITH_SHA384,
+            parameters: None,
+        },
     })
 }
 
 pub(crate) fn parse_chain(chain: &[Vec<u8>]) -> Result<Vec<Certificate>, CmsError> {
     chain
         .iter()
-        .map(|der| Certificate::from_der(der).map_err(|e| CmsError::Certificate(format!("cannot be decoded: {e}"))))
+        .map(|der| {
+            Certificate::from_der(der)
+                .map_err(|e| CmsError::Certificate(format!("cannot be decoded: {e}")))
+        })
         .collect()
 }
 
@@ -87,7 +104,9 @@ fn signing_certificate_v2(cert: &Certificate, cert_der: &[u8]) -> SigningCertifi
             cert_hash: OctetString::new(DigestAlgorithm::Sha256.digest(cert_der))
                 .expect("a SHA-256 digest always fits an OCTET STRING"),
             issuer_serial: Some(IssuerSerial {
-                issuer: vec![GeneralName::DirectoryName(cert.tbs_certificate.issuer.clone())],
+                issuer: vec![GeneralName::DirectoryName(
+                    cert.tbs_certificate.issuer.clone(),
+                )],
                 serial_number: cert.tbs_certificate.serial_number.clone(),
             }),
         }],
@@ -110,7 +129,9 @@ pub(crate) fn build_signed_data(
     let digest_alg = alg.digest();
     let chain_der = signer.certificate_chain();
     let chain = parse_chain(chain_der)?;
-    let leaf = chain.first().ok_or_else(|| CmsError::Certificate("the signer has no certificate".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CmsError::Certificate("the signer has no certificate".into()))?;
 
     let content_type = single_attribute(ID_CONTENT_TYPE, &econtent_type, "content-type attribute")?;
     let message_digest = single_attribute(
@@ -132,11 +153,17 @@ pub(crate) fn build_signed_data(
     let unsigned_attrs = match tsa {
         None => None,
         Some(tsa) => {
-            let token = tsa.timestamp(DigestAlgorithm::Sha256, &DigestAlgorithm::Sha256.digest(&signature))?;
+            let token = tsa.timestamp(
+                DigestAlgorithm::Sha256,
+                &DigestAlgorithm::Sha256.digest(&signature),
+            )?;
             let token = Any::from_der(&token).map_err(enc("time-stamp token"))?;
             let mut values = SetOfVec::new();
             values.insert(token).map_err(enc("time-stamp token"))?;
-            let attr = x509_cert::attr::Attribute { oid: ID_AA_SIGNATURE_TIME_STAMP_TOKEN, values };
+            let attr = x509_cert::attr::Attribute {
+                oid: ID_AA_SIGNATURE_TIME_STAMP_TOKEN,
+                values,
+            };
             Some(SetOfVec::try_from(vec![attr]).map_err(enc("unsigned attributes"))?)
         }
     };
@@ -155,23 +182,36 @@ pub(crate) fn build_signed_data(
     };
 
     let certificates = CertificateSet::try_from(
-        chain.into_iter().map(CertificateChoices::Certificate).collect::<Vec<_>>(),
+        chain
+            .into_iter()
+            .map(CertificateChoices::Certificate)
+            .collect::<Vec<_>>(),
     )
     .map_err(enc("certificate set"))?;
     let econtent = match econtent {
         None => None,
         Some(bytes) => Some(
-            Any::encode_from(&OctetString::new(bytes).map_err(enc("eContent"))?).map_err(enc("eContent"))?,
+            Any::encode_from(&OctetString::new(bytes).map_err(enc("eContent"))?)
+                .map_err(enc("eContent"))?,
         ),
     };
     // RFC 5652 §5.1: version 3 when the content type is not id-data, else 1.
-    let version = if econtent_type == ID_DATA { CmsVersion::V1 } else { CmsVersion::V3 };
+    let version = if econtent_type == ID_DATA {
+        CmsVersion::V1
+    } else {
+        CmsVersion::V3
+    };
     let mut digest_algorithms = SetOfVec::new();
-    digest_algorithms.insert(digest_algorithm_identifier(digest_alg)).map_err(enc("digest algorithms"))?;
+    digest_algorithms
+        .insert(digest_algorithm_identifier(digest_alg))
+        .map_err(enc("digest algorithms"))?;
     let signed_data = SignedData {
         version,
         digest_algorithms,
-        encap_content_info: EncapsulatedContentInfo { econtent_type, econtent },
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type,
+            econtent,
+        },
         certificates: Some(certificates),
         crls: None,
         signer_infos: SignerInfos::try_from(vec![signer_info]).map_err(enc("signer infos"))?,
@@ -180,7 +220,10 @@ pub(crate) fn build_signed_data(
         content_type: ID_SIGNED_DATA,
         content: Any::encode_from(&signed_data).map_err(enc("SignedData"))?,
     };
-    Ok(PadesSignature { cms: content_info.to_der().map_err(enc("ContentInfo"))?, signature_value: signature })
+    Ok(PadesSignature {
+        cms: content_info.to_der().map_err(enc("ContentInfo"))?,
+        signature_value: signature,
+    })
 }
 
 /// A detached CMS signature over a PDF's byte ranges (`document_digest` computed with

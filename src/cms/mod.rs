@@ -22,7 +22,10 @@ use x509_cert::serial_number::SerialNumber;
 #[derive(Debug, thiserror::Error)]
 pub enum CmsError {
     #[error("ASN.1 encoding of {what}: {source}")]
-    Encoding { what: &'static str, source: der::Error },
+    Encoding {
+        what: &'static str,
+        source: der::Error,
+    },
     #[error("certificate {0}")]
     Certificate(String),
     #[error(transparent)]

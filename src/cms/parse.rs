@@ -100,7 +100,11 @@ fn enter(der: &[u8], pos: usize) -> Option<usize> {
     let len = ber::definite_len(der.get(pos..)?)?;
     let content_len = {
         let h1 = der.get(pos + 1)?;
-        if h1 & 0x80 == 0 { 2 } else { 2 + usize::from(h1 & 0x7f) }
+        if h1 & 0x80 == 0 {
+            2
+        } else {
+            2 + usize::from(h1 & 0x7f)
+        }
     };
     (content_len <= len).then_some(pos + content_len)
 }
@@ -140,21 +144,34 @@ impl SignedCms {
             }
             _ => {
                 if contents.len() > MAX_CMS_LEN * 2 {
-                    return Err(CmsError::Malformed(format!("the CMS is larger than {} MB", MAX_CMS_LEN >> 20)));
+                    return Err(CmsError::Malformed(format!(
+                        "the CMS is larger than {} MB",
+                        MAX_CMS_LEN >> 20
+                    )));
                 }
-                let der = ber::to_der(contents).map_err(|e| CmsError::Malformed(format!("not BER/DER: {e}")))?;
+                let der = ber::to_der(contents)
+                    .map_err(|e| CmsError::Malformed(format!("not BER/DER: {e}")))?;
                 if der.len() > MAX_CMS_LEN {
-                    return Err(CmsError::Malformed(format!("the CMS is larger than {} MB", MAX_CMS_LEN >> 20)));
+                    return Err(CmsError::Malformed(format!(
+                        "the CMS is larger than {} MB",
+                        MAX_CMS_LEN >> 20
+                    )));
                 }
                 (der, true)
             }
         };
-        let ci = ContentInfo::from_der(&der).map_err(|e| CmsError::Malformed(format!("ContentInfo: {e}")))?;
+        let ci = ContentInfo::from_der(&der)
+            .map_err(|e| CmsError::Malformed(format!("ContentInfo: {e}")))?;
         if ci.content_type != ID_SIGNED_DATA {
-            return Err(CmsError::Malformed(format!("content type {} is not signedData", ci.content_type)));
+            return Err(CmsError::Malformed(format!(
+                "content type {} is not signedData",
+                ci.content_type
+            )));
         }
-        let signed_data: SignedData =
-            ci.content.decode_as().map_err(|e| CmsError::Malformed(format!("SignedData: {e}")))?;
+        let signed_data: SignedData = ci
+            .content
+            .decode_as()
+            .map_err(|e| CmsError::Malformed(format!("SignedData: {e}")))?;
         let signer_count = signed_data.signer_infos.0.len();
         let signer = signed_data
             .signer_infos
@@ -180,7 +197,8 @@ impl SignedCms {
                     RevocationInfoChoice::Other(other) => {
                         // id-ri-ocsp-response (RFC 5940): an OCSPResponse.
                         if other.other_format.oid.to_string() == "1.3.6.1.5.5.7.16.2" {
-                            ocsp_responses.push(other.other.to_der().map_err(enc("OCSP response"))?);
+                            ocsp_responses
+                                .push(other.other.to_der().map_err(enc("OCSP response"))?);
                         }
                     }
                 }
@@ -204,11 +222,25 @@ impl SignedCms {
 
     /// Values of a signed attribute.
     pub fn signed_attr(&self, oid: der::oid::ObjectIdentifier) -> Option<&der::Any> {
-        self.signer.signed_attrs.as_ref()?.iter().find(|a| a.oid == oid)?.values.iter().next()
+        self.signer
+            .signed_attrs
+            .as_ref()?
+            .iter()
+            .find(|a| a.oid == oid)?
+            .values
+            .iter()
+            .next()
     }
 
     fn unsigned_attr(&self, oid: der::oid::ObjectIdentifier) -> Option<&der::Any> {
-        self.signer.unsigned_attrs.as_ref()?.iter().find(|a| a.oid == oid)?.values.iter().next()
+        self.signer
+            .unsigned_attrs
+            .as_ref()?
+            .iter()
+            .find(|a| a.oid == oid)?
+            .values
+            .iter()
+            .next()
     }
 
     pub fn digest_kind(&self) -> Option<DigestKind> {
@@ -226,7 +258,8 @@ impl SignedCms {
 
     /// The signing-time attribute (CMS / PAdES B-B does not use it; adbe.pkcs7 often does).
     pub fn signing_time(&self) -> Option<time::OffsetDateTime> {
-        let t = x509_cert::time::Time::from_der(&self.signed_attr(ID_SIGNING_TIME)?.to_der().ok()?).ok()?;
+        let t = x509_cert::time::Time::from_der(&self.signed_attr(ID_SIGNING_TIME)?.to_der().ok()?)
+            .ok()?;
         let secs = t.to_unix_duration().as_secs();
         time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
     }
@@ -244,27 +277,40 @@ impl SignedCms {
         }
         let v = self.signed_attr(ID_AA_SIGNING_CERTIFICATE)?;
         let sc: SigningCertificateV1 = v.decode_as().ok()?;
-        Some((DigestKind::Sha1, sc.certs.first()?.cert_hash.as_bytes().to_vec()))
+        Some((
+            DigestKind::Sha1,
+            sc.certs.first()?.cert_hash.as_bytes().to_vec(),
+        ))
     }
 
     /// The signature time-stamp token (RFC 3161 via id-aa-signatureTimeStampToken), DER.
     pub fn timestamp_token(&self) -> Option<Vec<u8>> {
-        self.unsigned_attr(ID_AA_SIGNATURE_TIME_STAMP_TOKEN)?.to_der().ok()
+        self.unsigned_attr(ID_AA_SIGNATURE_TIME_STAMP_TOKEN)?
+            .to_der()
+            .ok()
     }
 
     /// The embedded certificate the SignerIdentifier names.
     pub fn signer_certificate(&self) -> Option<&[u8]> {
-        self.certificates.iter().map(Vec::as_slice).find(|der| self.is_signer_cert(der))
+        self.certificates
+            .iter()
+            .map(Vec::as_slice)
+            .find(|der| self.is_signer_cert(der))
     }
 
     pub fn is_signer_cert(&self, der: &[u8]) -> bool {
-        let Ok(cert) = Certificate::from_der(der) else { return false };
+        let Ok(cert) = Certificate::from_der(der) else {
+            return false;
+        };
         match &self.signer.sid {
             SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                cert.tbs_certificate.issuer == ias.issuer && cert.tbs_certificate.serial_number == ias.serial_number
+                cert.tbs_certificate.issuer == ias.issuer
+                    && cert.tbs_certificate.serial_number == ias.serial_number
             }
             SignerIdentifier::SubjectKeyIdentifier(ski) => {
-                let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) else { return false };
+                let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) else {
+                    return false;
+                };
                 parsed.extensions().iter().any(|e| {
                     matches!(e.parsed_extension(), x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) if k.0 == ski.0.as_bytes())
                 })
@@ -287,7 +333,9 @@ impl SignedCms {
     /// `RevocationInfoArchival ::= SEQUENCE { crl [0] EXPLICIT SEQUENCE OF CRLs OPTIONAL,
     /// ocsp [1] EXPLICIT SEQUENCE OF OCSPResponse OPTIONAL, otherRevInfo [2] … OPTIONAL }`.
     fn collect_revocation_archival(&mut self) {
-        let Some(any) = self.signed_attr(ADBE_REVOCATION_INFO_ARCHIVAL) else { return };
+        let Some(any) = self.signed_attr(ADBE_REVOCATION_INFO_ARCHIVAL) else {
+            return;
+        };
         let Ok(der) = any.to_der() else { return };
         let Some(mut p) = enter(&der, 0) else { return };
         while p < der.len() {
@@ -300,7 +348,11 @@ impl SignedCms {
                     while q < seq_end {
                         let Some(e) = skip(&der, q) else { break };
                         let item = der[q..e].to_vec();
-                        if tag == 0xA0 { self.crls.push(item) } else { self.ocsp_responses.push(item) }
+                        if tag == 0xA0 {
+                            self.crls.push(item)
+                        } else {
+                            self.ocsp_responses.push(item)
+                        }
                         q = e;
                     }
                 }

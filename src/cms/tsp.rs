@@ -26,7 +26,10 @@ pub trait TimeStamper: Send + Sync {
 fn message_imprint(alg: DigestAlgorithm, digest: &[u8]) -> Result<MessageImprint, CmsError> {
     let id = digest_algorithm_identifier(alg);
     Ok(MessageImprint {
-        hash_algorithm: spki::AlgorithmIdentifier { oid: id.oid, parameters: id.parameters },
+        hash_algorithm: spki::AlgorithmIdentifier {
+            oid: id.oid,
+            parameters: id.parameters,
+        },
         hashed_message: OctetString::new(digest.to_vec()).map_err(enc("messageImprint"))?,
     })
 }
@@ -42,7 +45,11 @@ fn random_nonce() -> Result<[u8; 8], CmsError> {
 }
 
 /// DER of a TimeStampReq (RFC 3161 §2.4.1) asking for the TSA certificate, with a nonce.
-pub fn encode_request(alg: DigestAlgorithm, digest: &[u8], nonce: &[u8]) -> Result<Vec<u8>, CmsError> {
+pub fn encode_request(
+    alg: DigestAlgorithm,
+    digest: &[u8],
+    nonce: &[u8],
+) -> Result<Vec<u8>, CmsError> {
     TimeStampReq {
         version: TspVersion::V1,
         message_imprint: message_imprint(alg, digest)?,
@@ -61,18 +68,30 @@ pub fn token_tst_info(token: &[u8]) -> Result<TstInfo, CmsError> {
     if ci.content_type != ID_SIGNED_DATA {
         return Err(CmsError::Timestamp("the token is not SignedData".into()));
     }
-    let sd: SignedData = ci.content.decode_as().map_err(enc("time-stamp SignedData"))?;
+    let sd: SignedData = ci
+        .content
+        .decode_as()
+        .map_err(enc("time-stamp SignedData"))?;
     if sd.encap_content_info.econtent_type != ID_CT_TST_INFO {
-        return Err(CmsError::Timestamp("the token does not encapsulate a TSTInfo".into()));
+        return Err(CmsError::Timestamp(
+            "the token does not encapsulate a TSTInfo".into(),
+        ));
     }
-    let econtent =
-        sd.encap_content_info.econtent.ok_or_else(|| CmsError::Timestamp("the token has no TSTInfo".into()))?;
+    let econtent = sd
+        .encap_content_info
+        .econtent
+        .ok_or_else(|| CmsError::Timestamp("the token has no TSTInfo".into()))?;
     let octets: OctetString = econtent.decode_as().map_err(enc("TSTInfo octets"))?;
     TstInfo::from_der(octets.as_bytes()).map_err(enc("TSTInfo"))
 }
 
 /// Check a TimeStampResp against the request that was sent and return its token.
-pub fn decode_response(resp: &[u8], alg: DigestAlgorithm, digest: &[u8], nonce: &[u8]) -> Result<Vec<u8>, CmsError> {
+pub fn decode_response(
+    resp: &[u8],
+    alg: DigestAlgorithm,
+    digest: &[u8],
+    nonce: &[u8],
+) -> Result<Vec<u8>, CmsError> {
     let resp = TimeStampResp::from_der(resp)
         .map_err(|e| CmsError::Timestamp(format!("the answer is not a TimeStampResp: {e}")))?;
     match resp.status.status {
@@ -85,19 +104,28 @@ pub fn decode_response(resp: &[u8], alg: DigestAlgorithm, digest: &[u8], nonce: 
                 .flatten()
                 .map(|s| s.as_str().to_string())
                 .collect();
-            return Err(CmsError::Timestamp(format!("request refused ({other:?}) {}", text.join("; "))));
+            return Err(CmsError::Timestamp(format!(
+                "request refused ({other:?}) {}",
+                text.join("; ")
+            )));
         }
     }
-    let token = resp.time_stamp_token.ok_or_else(|| CmsError::Timestamp("granted without a token".into()))?;
+    let token = resp
+        .time_stamp_token
+        .ok_or_else(|| CmsError::Timestamp("granted without a token".into()))?;
     let token = token.to_der().map_err(enc("time-stamp token"))?;
     let info = token_tst_info(&token)?;
     if info.message_imprint.hashed_message.as_bytes() != digest
         || info.message_imprint.hash_algorithm.oid != digest_algorithm_identifier(alg).oid
     {
-        return Err(CmsError::Timestamp("the token time-stamps another digest".into()));
+        return Err(CmsError::Timestamp(
+            "the token time-stamps another digest".into(),
+        ));
     }
     if info.nonce.as_ref().map(|n| n.as_bytes()) != Some(nonce) {
-        return Err(CmsError::Timestamp("the token's nonce does not match the request".into()));
+        return Err(CmsError::Timestamp(
+            "the token's nonce does not match the request".into(),
+        ));
     }
     Ok(token)
 }
@@ -111,7 +139,10 @@ pub struct HttpTsa {
 
 impl HttpTsa {
     pub fn new(url: impl Into<String>) -> Self {
-        HttpTsa { url: url.into(), timeout: Duration::from_secs(20) }
+        HttpTsa {
+            url: url.into(),
+            timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -130,9 +161,15 @@ impl TimeStamper for HttpTsa {
             .send()
             .map_err(|e| CmsError::Timestamp(format!("{}: {e}", self.url)))?;
         if !response.status().is_success() {
-            return Err(CmsError::Timestamp(format!("{} answered HTTP {}", self.url, response.status())));
+            return Err(CmsError::Timestamp(format!(
+                "{} answered HTTP {}",
+                self.url,
+                response.status()
+            )));
         }
-        let bytes = response.bytes().map_err(|e| CmsError::Timestamp(format!("{}: {e}", self.url)))?;
+        let bytes = response
+            .bytes()
+            .map_err(|e| CmsError::Timestamp(format!("{}: {e}", self.url)))?;
         decode_response(&bytes, alg, digest, &nonce)
     }
 }
@@ -151,10 +188,16 @@ pub const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.32473.7345.1";
 
 impl BuiltinTsa {
     /// A TSA signing with `signer` (whose certificate must carry a critical timeStamping EKU).
-    pub fn new(signer: Arc<dyn Signer>, policy: &str, clock: Arc<dyn Clock>) -> Result<Self, CmsError> {
+    pub fn new(
+        signer: Arc<dyn Signer>,
+        policy: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CmsError> {
         // const-oid's parser overflows on arcs beyond 32 bits; check them first.
         if policy.split('.').any(|arc| arc.parse::<u32>().is_err()) {
-            return Err(CmsError::Timestamp(format!("policy {policy} is not an OID with 32-bit arcs")));
+            return Err(CmsError::Timestamp(format!(
+                "policy {policy} is not an OID with 32-bit arcs"
+            )));
         }
         let policy = der::oid::ObjectIdentifier::new(policy)
             .map_err(|e| CmsError::Timestamp(format!("policy {policy} is not an OID: {e}")))?;
@@ -167,7 +210,9 @@ impl BuiltinTsa {
         let eku = cert
             .extended_key_usage()
             .map_err(|e| CmsError::Certificate(format!("TSA certificate EKU: {e}")))?
-            .ok_or_else(|| CmsError::Timestamp("the TSA certificate has no extendedKeyUsage".into()))?;
+            .ok_or_else(|| {
+                CmsError::Timestamp("the TSA certificate has no extendedKeyUsage".into())
+            })?;
         if !eku.critical || !eku.value.time_stamping {
             return Err(CmsError::Timestamp(
                 "the TSA certificate needs a critical timeStamping extendedKeyUsage (RFC 3161 §2.3)".into(),
@@ -175,13 +220,19 @@ impl BuiltinTsa {
         }
         // Serial numbers start from the clock so a restarted TSA does not reuse them.
         let start = u64::try_from(clock.now().unix_timestamp_nanos() / 1000).unwrap_or(1);
-        Ok(BuiltinTsa { signer, policy, clock, serial: AtomicU64::new(start) })
+        Ok(BuiltinTsa {
+            signer,
+            policy,
+            clock,
+            serial: AtomicU64::new(start),
+        })
     }
 
     fn token(&self, imprint: MessageImprint, nonce: Option<Int>) -> Result<Vec<u8>, CmsError> {
         let now = self.clock.now();
         let gen_time = GeneralizedTime::from_unix_duration(Duration::from_secs(
-            u64::try_from(now.unix_timestamp()).map_err(|_| CmsError::Timestamp("clock before 1970".into()))?,
+            u64::try_from(now.unix_timestamp())
+                .map_err(|_| CmsError::Timestamp("clock before 1970".into()))?,
         ))
         .map_err(enc("genTime"))?;
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +242,11 @@ impl BuiltinTsa {
             message_imprint: imprint,
             serial_number: positive_int(serial)?,
             gen_time,
-            accuracy: Some(x509_tsp::Accuracy { seconds: Some(1), millis: None, micros: None }),
+            accuracy: Some(x509_tsp::Accuracy {
+                seconds: Some(1),
+                millis: None,
+                micros: None,
+            }),
             ordering: false,
             nonce,
             tsa: None,
@@ -199,7 +254,14 @@ impl BuiltinTsa {
         };
         let tst_der = info.to_der().map_err(enc("TSTInfo"))?;
         let digest = self.signer.algorithm().digest().digest(&tst_der);
-        Ok(build_signed_data(self.signer.as_ref(), ID_CT_TST_INFO, Some(tst_der), &digest, None)?.cms)
+        Ok(build_signed_data(
+            self.signer.as_ref(),
+            ID_CT_TST_INFO,
+            Some(tst_der),
+            &digest,
+            None,
+        )?
+        .cms)
     }
 
     /// Answer a DER TimeStampReq with a DER TimeStampResp (RFC 3161 §2.4.2); requests that
@@ -216,7 +278,9 @@ impl BuiltinTsa {
                     _ => return Err(CmsError::Timestamp("unsupported hash algorithm".into())),
                 };
                 if req.message_imprint.hashed_message.as_bytes().len() != len {
-                    return Err(CmsError::Timestamp("imprint length does not match its algorithm".into()));
+                    return Err(CmsError::Timestamp(
+                        "imprint length does not match its algorithm".into(),
+                    ));
                 }
                 self.token(req.message_imprint, req.nonce)
             });
@@ -251,7 +315,11 @@ fn encode_response(status: PkiStatus, token: Option<Vec<u8>>) -> Result<Vec<u8>,
         None => None,
     };
     TimeStampResp {
-        status: PkiStatusInfo { status, status_string: None, fail_info: None },
+        status: PkiStatusInfo {
+            status,
+            status_string: None,
+            fail_info: None,
+        },
         time_stamp_token: token,
     }
     .to_der()

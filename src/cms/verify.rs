@@ -33,32 +33,58 @@ fn public_key(cert_der: &[u8]) -> Option<(String, Option<String>, Vec<u8>)> {
     spki_parts(cert.public_key())
 }
 
-fn spki_parts(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Option<(String, Option<String>, Vec<u8>)> {
+fn spki_parts(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo,
+) -> Option<(String, Option<String>, Vec<u8>)> {
     let alg = spki.algorithm.algorithm.to_id_string();
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
     Some((alg, curve, spki.subject_public_key.data.to_vec()))
 }
 
 /// The hash named inside RSASSA-PSS-params (RFC 4055), SHA-1 when absent.
 fn pss_hash(params: Option<&der::Any>) -> Option<DigestKind> {
-    let Some(params) = params else { return Some(DigestKind::Sha1) };
+    let Some(params) = params else {
+        return Some(DigestKind::Sha1);
+    };
     let der = params.to_der().ok()?;
     // SEQUENCE { [0] EXPLICIT AlgorithmIdentifier OPTIONAL, … }
     if der.len() < 4 || der[0] != 0x30 {
         return None;
     }
-    let content_start = if der[1] & 0x80 == 0 { 2 } else { 2 + usize::from(der[1] & 0x7f) };
+    let content_start = if der[1] & 0x80 == 0 {
+        2
+    } else {
+        2 + usize::from(der[1] & 0x7f)
+    };
     if der.get(content_start) != Some(&0xA0) {
         return Some(DigestKind::Sha1);
     }
     let inner = content_start + 2;
-    let alg = spki::AlgorithmIdentifierOwned::from_der(&der[inner..inner + usize::from(*der.get(content_start + 1)?)]).ok()?;
+    let alg = spki::AlgorithmIdentifierOwned::from_der(
+        &der[inner..inner + usize::from(*der.get(content_start + 1)?)],
+    )
+    .ok()?;
     DigestKind::from_oid(&alg.oid)
 }
 
 /// RSASSA-PSS verification with any salt length (RFC 8017 §9.1.2), via OpenSSL.
-fn pss_any_salt(rsa_public_key: &[u8], digest: DigestKind, message: &[u8], signature: &[u8]) -> bool {
-    use openssl::{hash::MessageDigest, pkey::PKey, rsa::{Padding, Rsa}, sign::{RsaPssSaltlen, Verifier}};
+fn pss_any_salt(
+    rsa_public_key: &[u8],
+    digest: DigestKind,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    use openssl::{
+        hash::MessageDigest,
+        pkey::PKey,
+        rsa::{Padding, Rsa},
+        sign::{RsaPssSaltlen, Verifier},
+    };
     let md = match digest {
         DigestKind::Sha2(DigestAlgorithm::Sha256) => MessageDigest::sha256(),
         DigestKind::Sha2(DigestAlgorithm::Sha384) => MessageDigest::sha384(),
@@ -79,13 +105,24 @@ fn pss_any_salt(rsa_public_key: &[u8], digest: DigestKind, message: &[u8], signa
 
 /// Verify `signature` over `message` with the key in a DER SubjectPublicKeyInfo (OCSP
 /// responses, CRLs); the hash comes from the signature algorithm.
-pub fn verify_with_spki(spki_der: &[u8], sig_alg: &spki::AlgorithmIdentifierOwned, message: &[u8], signature: &[u8]) -> bool {
+pub fn verify_with_spki(
+    spki_der: &[u8],
+    sig_alg: &spki::AlgorithmIdentifierOwned,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
     use x509_parser::prelude::FromDer;
-    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else { return false };
-    let Some((key_alg, curve, key)) = spki_parts(&spki) else { return false };
+    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else {
+        return false;
+    };
+    let Some((key_alg, curve, key)) = spki_parts(&spki) else {
+        return false;
+    };
     let default = DigestKind::Sha2(DigestAlgorithm::Sha256);
     match verification_algorithm(sig_alg, default, &key_alg, curve.as_deref()) {
-        Ok((alg, _, _)) => UnparsedPublicKey::new(alg, &key).verify(message, signature).is_ok(),
+        Ok((alg, _, _)) => UnparsedPublicKey::new(alg, &key)
+            .verify(message, signature)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -108,34 +145,100 @@ fn verification_algorithm(
         o if o == SHA512_WITH_RSA || o == ECDSA_WITH_SHA512 => Some(DigestKind::Sha2(Sha512)),
         _ => None,
     };
-    if rsa_key && (oid == RSA_ENCRYPTION || [SHA1_WITH_RSA, SHA256_WITH_RSA, SHA384_WITH_RSA, SHA512_WITH_RSA].contains(&oid)) {
+    if rsa_key
+        && (oid == RSA_ENCRYPTION
+            || [
+                SHA1_WITH_RSA,
+                SHA256_WITH_RSA,
+                SHA384_WITH_RSA,
+                SHA512_WITH_RSA,
+            ]
+            .contains(&oid))
+    {
         let hash = hash_of(oid).unwrap_or(digest);
         return Ok(match hash {
-            DigestKind::Sha1 => (&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, "RSA PKCS#1 v1.5 SHA-1".into(), true),
-            DigestKind::Sha2(Sha256) => (&signature::RSA_PKCS1_2048_8192_SHA256, "RSA PKCS#1 v1.5 SHA-256".into(), false),
-            DigestKind::Sha2(Sha384) => (&signature::RSA_PKCS1_2048_8192_SHA384, "RSA PKCS#1 v1.5 SHA-384".into(), false),
-            DigestKind::Sha2(Sha512) => (&signature::RSA_PKCS1_2048_8192_SHA512, "RSA PKCS#1 v1.5 SHA-512".into(), false),
+            DigestKind::Sha1 => (
+                &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                "RSA PKCS#1 v1.5 SHA-1".into(),
+                true,
+            ),
+            DigestKind::Sha2(Sha256) => (
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                "RSA PKCS#1 v1.5 SHA-256".into(),
+                false,
+            ),
+            DigestKind::Sha2(Sha384) => (
+                &signature::RSA_PKCS1_2048_8192_SHA384,
+                "RSA PKCS#1 v1.5 SHA-384".into(),
+                false,
+            ),
+            DigestKind::Sha2(Sha512) => (
+                &signature::RSA_PKCS1_2048_8192_SHA512,
+                "RSA PKCS#1 v1.5 SHA-512".into(),
+                false,
+            ),
         });
     }
     if rsa_key && oid == RSASSA_PSS {
         return match pss_hash(sig_alg.parameters.as_ref()) {
-            Some(DigestKind::Sha2(Sha256)) => Ok((&signature::RSA_PSS_2048_8192_SHA256, "RSA-PSS SHA-256".into(), false)),
-            Some(DigestKind::Sha2(Sha384)) => Ok((&signature::RSA_PSS_2048_8192_SHA384, "RSA-PSS SHA-384".into(), false)),
-            Some(DigestKind::Sha2(Sha512)) => Ok((&signature::RSA_PSS_2048_8192_SHA512, "RSA-PSS SHA-512".into(), false)),
+            Some(DigestKind::Sha2(Sha256)) => Ok((
+                &signature::RSA_PSS_2048_8192_SHA256,
+                "RSA-PSS SHA-256".into(),
+                false,
+            )),
+            Some(DigestKind::Sha2(Sha384)) => Ok((
+                &signature::RSA_PSS_2048_8192_SHA384,
+                "RSA-PSS SHA-384".into(),
+                false,
+            )),
+            Some(DigestKind::Sha2(Sha512)) => Ok((
+                &signature::RSA_PSS_2048_8192_SHA512,
+                "RSA-PSS SHA-512".into(),
+                false,
+            )),
             _ => Err("RSA-PSS with SHA-1 or unreadable parameters".into()),
         };
     }
-    if ec_key && (oid == EC_PUBLIC_KEY || [ECDSA_WITH_SHA1, ECDSA_WITH_SHA256, ECDSA_WITH_SHA384, ECDSA_WITH_SHA512].contains(&oid)) {
+    if ec_key
+        && (oid == EC_PUBLIC_KEY
+            || [
+                ECDSA_WITH_SHA1,
+                ECDSA_WITH_SHA256,
+                ECDSA_WITH_SHA384,
+                ECDSA_WITH_SHA512,
+            ]
+            .contains(&oid))
+    {
         let hash = hash_of(oid).unwrap_or(digest);
         let p256 = curve == Some("1.2.840.10045.3.1.7");
         let p384 = curve == Some("1.3.132.0.34");
         return match (hash, p256, p384) {
-            (DigestKind::Sha2(Sha256), true, _) => Ok((&signature::ECDSA_P256_SHA256_ASN1, "ECDSA P-256 SHA-256".into(), false)),
-            (DigestKind::Sha2(Sha384), true, _) => Ok((&signature::ECDSA_P256_SHA384_ASN1, "ECDSA P-256 SHA-384".into(), false)),
-            (DigestKind::Sha2(Sha256), _, true) => Ok((&signature::ECDSA_P384_SHA256_ASN1, "ECDSA P-384 SHA-256".into(), false)),
-            (DigestKind::Sha2(Sha384), _, true) => Ok((&signature::ECDSA_P384_SHA384_ASN1, "ECDSA P-384 SHA-384".into(), false)),
+            (DigestKind::Sha2(Sha256), true, _) => Ok((
+                &signature::ECDSA_P256_SHA256_ASN1,
+                "ECDSA P-256 SHA-256".into(),
+                false,
+            )),
+            (DigestKind::Sha2(Sha384), true, _) => Ok((
+                &signature::ECDSA_P256_SHA384_ASN1,
+                "ECDSA P-256 SHA-384".into(),
+                false,
+            )),
+            (DigestKind::Sha2(Sha256), _, true) => Ok((
+                &signature::ECDSA_P384_SHA256_ASN1,
+                "ECDSA P-384 SHA-256".into(),
+                false,
+            )),
+            (DigestKind::Sha2(Sha384), _, true) => Ok((
+                &signature::ECDSA_P384_SHA384_ASN1,
+                "ECDSA P-384 SHA-384".into(),
+                false,
+            )),
             (DigestKind::Sha1, _, _) => Err("ECDSA with SHA-1".into()),
-            _ => Err(format!("ECDSA with {} on curve {}", hash.name(), curve.unwrap_or("?"))),
+            _ => Err(format!(
+                "ECDSA with {} on curve {}",
+                hash.name(),
+                curve.unwrap_or("?")
+            )),
         };
     }
     Err(format!("signature algorithm {oid} with a {key_alg} key"))
@@ -146,7 +249,12 @@ fn verification_algorithm(
 ///
 /// `precomputed` is the content digest when the caller already hashed the content with the
 /// signer's digest algorithm.
-pub fn verify_signer(cms: &SignedCms, cert_der: &[u8], content: &[&[u8]], precomputed: Option<Vec<u8>>) -> SignerCheck {
+pub fn verify_signer(
+    cms: &SignedCms,
+    cert_der: &[u8],
+    content: &[&[u8]],
+    precomputed: Option<Vec<u8>>,
+) -> SignerCheck {
     let digest = cms.digest_kind();
     let mut check = SignerCheck {
         digest,
@@ -157,14 +265,22 @@ pub fn verify_signer(cms: &SignedCms, cert_der: &[u8], content: &[&[u8]], precom
         problem: None,
     };
     let Some(digest) = digest else {
-        check.problem = Some(format!("unsupported digest algorithm {}", cms.signer.digest_alg.oid));
+        check.problem = Some(format!(
+            "unsupported digest algorithm {}",
+            cms.signer.digest_alg.oid
+        ));
         return check;
     };
     let Some((key_alg, curve, key)) = public_key(cert_der) else {
         check.problem = Some("the signer certificate cannot be parsed".into());
         return check;
     };
-    let (alg, name, weak) = match verification_algorithm(cms.signature_algorithm(), digest, &key_alg, curve.as_deref()) {
+    let (alg, name, weak) = match verification_algorithm(
+        cms.signature_algorithm(),
+        digest,
+        &key_alg,
+        curve.as_deref(),
+    ) {
         Ok(v) => v,
         Err(e) => {
             check.weak |= e.contains("SHA-1");
@@ -176,7 +292,9 @@ pub fn verify_signer(cms: &SignedCms, cert_der: &[u8], content: &[&[u8]], precom
     check.algorithm = name;
     check.weak |= weak;
     let signature = cms.signer.signature.as_bytes();
-    let pss_digest = (cms.signature_algorithm().oid == RSASSA_PSS).then(|| pss_hash(cms.signature_algorithm().parameters.as_ref())).flatten();
+    let pss_digest = (cms.signature_algorithm().oid == RSASSA_PSS)
+        .then(|| pss_hash(cms.signature_algorithm().parameters.as_ref()))
+        .flatten();
     let key_bytes = key.clone();
     let key = UnparsedPublicKey::new(alg, &key);
     // ring verifies RSA-PSS only with a salt as long as the digest; other salt lengths
@@ -190,10 +308,15 @@ pub fn verify_signer(cms: &SignedCms, cert_der: &[u8], content: &[&[u8]], precom
             let computed = precomputed.unwrap_or_else(|| digest.digest_parts(content));
             check.digest_matches = cms.message_digest().is_some_and(|md| md == computed);
             if cms.content_type_attr().is_none() {
-                check.problem = Some("signed attributes without content-type (RFC 5652 §11.1)".into());
+                check.problem =
+                    Some("signed attributes without content-type (RFC 5652 §11.1)".into());
             }
             let reencoded = attrs.to_der().ok();
-            check.signature_valid = cms.signed_attrs_raw.iter().chain(reencoded.iter()).any(|m| verify(m));
+            check.signature_valid = cms
+                .signed_attrs_raw
+                .iter()
+                .chain(reencoded.iter())
+                .any(|m| verify(m));
         }
         None => {
             // RFC 5652 §5.4: without signed attributes the signature covers the content itself.
@@ -258,11 +381,14 @@ pub fn verify_timestamp(token: &[u8], data: &[&[u8]]) -> TimestampCheck {
     };
     check.policy = Some(info.policy.to_string());
     let secs = info.gen_time.to_unix_duration().as_secs();
-    check.gen_time = i64::try_from(secs).ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+    check.gen_time = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
     match DigestKind::from_oid(&info.message_imprint.hash_algorithm.oid) {
         Some(kind) => {
             check.weak |= kind == DigestKind::Sha1;
-            check.imprint_ok = kind.digest_parts(data) == info.message_imprint.hashed_message.as_bytes();
+            check.imprint_ok =
+                kind.digest_parts(data) == info.message_imprint.hashed_message.as_bytes();
         }
         None => check.problem = Some("unsupported messageImprint hash".into()),
     }

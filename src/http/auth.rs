@@ -9,13 +9,24 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 fn bearer(parts: &Parts) -> Option<String> {
-    let h = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let h = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     h.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
 fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    let h = parts.headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
-    h.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    let h = parts
+        .headers
+        .get(axum::http::header::COOKIE)?
+        .to_str()
+        .ok()?;
+    h.split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 /// An authenticated back-office application.
@@ -26,7 +37,11 @@ impl AppAuth {
         if self.0.has(scope) {
             Ok(&self.0)
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "missing_scope", format!("this API key lacks the {scope:?} scope")))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!("this API key lacks the {scope:?} scope"),
+            ))
         }
     }
 }
@@ -34,7 +49,13 @@ impl AppAuth {
 impl FromRequestParts<AppState> for AppAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(parts).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <API key>"))?;
+        let key = bearer(parts).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <API key>",
+            )
+        })?;
         Ok(AppAuth(state.wf.authenticate_app(&key).await?))
     }
 }
@@ -49,7 +70,13 @@ impl FromRequestParts<AppState> for OfficialAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)
             .or_else(|| cookie(parts, SESSION_COOKIE))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "log in first (POST /api/v1/login)"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "log in first (POST /api/v1/login)",
+                )
+            })?;
         Ok(OfficialAuth(state.wf.session(&token).await?))
     }
 }

@@ -57,31 +57,69 @@ pub struct SignBody {
     post, path = "/api/v2/sign/pdf", tag = "bsre", security(("app_key" = [])), request_body = SignBody,
     responses((status = 200, description = "`{file: [base64 signed PDFs], time}`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Wrong passphrase (with `attempts_left`)", body = crate::http::openapi::ErrorBody), (status = 403, description = "Credentials lack the needed scope or role", body = crate::http::openapi::ErrorBody), (status = 404, description = "The user is not registered (BSrE 2011)", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF or metadata was rejected", body = crate::http::openapi::ErrorBody), (status = 423, description = "Signing locked after repeated wrong passphrases", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<SignBody>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn sign(
+    State(st): State<AppState>,
+    auth: AppAuth,
+    Json(body): Json<SignBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let app = auth.require("submit")?;
     let official = match (&body.nik, &body.email) {
         (Some(nik), _) => st.wf.official_by("nip", nik).await,
         (None, Some(email)) => st.wf.official_by("email", email).await,
-        _ => return Err(ApiError::bad_request("identity_required", "give nik or email")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "identity_required",
+                "give nik or email",
+            ));
+        }
     }
-    .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "user_not_registered", "the user is not registered (BSrE 2011)"))?;
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_registered",
+            "the user is not registered (BSrE 2011)",
+        )
+    })?;
     if body.file.is_empty() || body.file.len() > 100 {
-        return Err(ApiError::bad_request("file_required", "give 1 to 100 base64 files"));
+        return Err(ApiError::bad_request(
+            "file_required",
+            "give 1 to 100 base64 files",
+        ));
     }
-    let signer = st.wf.unlock_key(&official, Passphrase::new(body.passphrase.clone()), false).await?;
+    let signer = st
+        .wf
+        .unlock_key(&official, Passphrase::new(body.passphrase.clone()), false)
+        .await?;
     let mut out = Vec::new();
     for (i, f) in body.file.iter().enumerate() {
-        let pdf = B64.decode(f.trim()).map_err(|_| ApiError::bad_request("invalid_base64", format!("file[{i}] is not base64")))?;
-        let props = body.signature_properties.get(i).or(body.signature_properties.first());
-        let visible = props.and_then(|p| p.tampilan.as_deref()).is_some_and(|t| t.eq_ignore_ascii_case("visible"));
+        let pdf = B64.decode(f.trim()).map_err(|_| {
+            ApiError::bad_request("invalid_base64", format!("file[{i}] is not base64"))
+        })?;
+        let props = body
+            .signature_properties
+            .get(i)
+            .or(body.signature_properties.first());
+        let visible = props
+            .and_then(|p| p.tampilan.as_deref())
+            .is_some_and(|t| t.eq_ignore_ascii_case("visible"));
         let placement = match props {
-            Some(p) if p.tag_koordinat.as_deref().is_some_and(|t| !t.is_empty()) => Some(Placement::Anchor {
-                text: p.tag_koordinat.clone().unwrap_or_default(),
-                size: p.width.zip(p.height),
-            }),
-            Some(SignatureProperties { page: Some(page), origin_x: Some(x), origin_y: Some(y), width, height, .. }) => {
-                Some(Placement::Rect { page: *page, rect: [*x, *y, width.unwrap_or(240.0), height.unwrap_or(100.0)] })
+            Some(p) if p.tag_koordinat.as_deref().is_some_and(|t| !t.is_empty()) => {
+                Some(Placement::Anchor {
+                    text: p.tag_koordinat.clone().unwrap_or_default(),
+                    size: p.width.zip(p.height),
+                })
             }
+            Some(SignatureProperties {
+                page: Some(page),
+                origin_x: Some(x),
+                origin_y: Some(y),
+                width,
+                height,
+                ..
+            }) => Some(Placement::Rect {
+                page: *page,
+                rect: [*x, *y, width.unwrap_or(240.0), height.unwrap_or(100.0)],
+            }),
             _ => None,
         };
         if props.and_then(|p| p.image_base64.as_ref()).is_some() {
@@ -99,12 +137,28 @@ pub async fn sign(State(st): State<AppState>, auth: AppAuth, Json(body): Json<Si
                     issuer_org: None,
                 },
             },
-            (true, None) => return Err(ApiError::bad_request("placement_required", "tampilan VISIBLE needs page/originX/originY or tag_koordinat")),
+            (true, None) => {
+                return Err(ApiError::bad_request(
+                    "placement_required",
+                    "tampilan VISIBLE needs page/originX/originY or tag_koordinat",
+                ));
+            }
             (false, _) => Visibility::Invisible,
         };
         let reason = props.and_then(|p| p.reason.clone());
         let location = props.and_then(|p| p.location.clone());
-        let (doc, signed) = st.wf.sign_direct(app, &official, signer.clone(), pdf, visibility, reason, location).await?;
+        let (doc, signed) = st
+            .wf
+            .sign_direct(
+                app,
+                &official,
+                signer.clone(),
+                pdf,
+                visibility,
+                reason,
+                location,
+            )
+            .await?;
         let _ = doc;
         out.push(B64.encode(signed));
     }
@@ -120,8 +174,13 @@ pub struct VerifyBody {
     post, path = "/api/v2/verify/pdf", tag = "bsre", request_body = VerifyBody,
     responses((status = 200, description = "`{conclusion, description, signatureInformations}` in BSrE's shape", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF could not be read", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn verify(State(st): State<AppState>, Json(body): Json<VerifyBody>) -> Result<Json<serde_json::Value>, ApiError> {
-    let pdf = B64.decode(body.file.trim()).map_err(|_| ApiError::bad_request("invalid_base64", "file is not base64"))?;
+pub async fn verify(
+    State(st): State<AppState>,
+    Json(body): Json<VerifyBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pdf = B64
+        .decode(body.file.trim())
+        .map_err(|_| ApiError::bad_request("invalid_base64", "file is not base64"))?;
     let report = super::public::run_verify(&st, pdf, "file.pdf").await?;
     let infos: Vec<serde_json::Value> = report
         .signatures
@@ -143,11 +202,22 @@ pub async fn verify(State(st): State<AppState>, Json(body): Json<VerifyBody>) ->
         })
         .collect();
     let (conclusion, description) = if report.signatures.is_empty() {
-        ("NO_SIGNATURE", "Dokumen tidak memiliki tanda tangan elektronik")
+        (
+            "NO_SIGNATURE",
+            "Dokumen tidak memiliki tanda tangan elektronik",
+        )
     } else if report.all_valid() {
-        ("VALID", "Dokumen valid, Sertifikat yang digunakan terpercaya")
+        (
+            "VALID",
+            "Dokumen valid, Sertifikat yang digunakan terpercaya",
+        )
     } else {
-        ("NOT_VALID", "Dokumen tidak valid atau sertifikat tidak terpercaya")
+        (
+            "NOT_VALID",
+            "Dokumen tidak valid atau sertifikat tidak terpercaya",
+        )
     };
-    Ok(Json(json!({"conclusion": conclusion, "description": description, "signatureInformations": infos})))
+    Ok(Json(
+        json!({"conclusion": conclusion, "description": description, "signatureInformations": infos}),
+    ))
 }

@@ -17,7 +17,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), extra: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -44,15 +49,23 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Unauthorized(m) => ApiError::new(S::UNAUTHORIZED, "unauthorized", m),
             WorkflowError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
             WorkflowError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
-            WorkflowError::Invalid { code, message } => ApiError::new(S::UNPROCESSABLE_ENTITY, code, message),
+            WorkflowError::Invalid { code, message } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, code, message)
+            }
             e @ WorkflowError::WrongPassphrase { attempts_left } => ApiError {
                 extra: Some(json!({"attempts_left": attempts_left})),
                 ..ApiError::new(S::UNAUTHORIZED, "wrong_passphrase", e.to_string())
             },
-            e @ WorkflowError::Locked { .. } => ApiError::new(S::LOCKED, "signing_locked", e.to_string()),
+            e @ WorkflowError::Locked { .. } => {
+                ApiError::new(S::LOCKED, "signing_locked", e.to_string())
+            }
             WorkflowError::KeyUnavailable(m) => {
                 tracing::error!(cause = %m, "signing key unavailable");
-                ApiError::new(S::SERVICE_UNAVAILABLE, "key_unavailable", "the signing key is unavailable; try again later")
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "key_unavailable",
+                    "the signing key is unavailable; try again later",
+                )
             }
             WorkflowError::Internal(m) => {
                 tracing::error!(cause = %m, "internal error");
@@ -66,7 +79,11 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
     fn from(e: axum::extract::multipart::MultipartError) -> Self {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", "the request body exceeds the limit")
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "the request body exceeds the limit",
+            )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
         }

@@ -38,17 +38,23 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
-        RateLimiter { per_minute: f64::from(per_minute.max(1)), buckets: Mutex::default() }
+        RateLimiter {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: Mutex::default(),
+        }
     }
 
     fn allow(&self, ip: IpAddr) -> bool {
-        let Ok(mut b) = self.buckets.lock() else { return true };
+        let Ok(mut b) = self.buckets.lock() else {
+            return true;
+        };
         if b.len() > 100_000 {
             b.clear();
         }
         let now = Instant::now();
         let (tokens, last) = b.entry(ip).or_insert((self.per_minute, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0)
+            .min(self.per_minute);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -59,11 +65,21 @@ impl RateLimiter {
     }
 }
 
-async fn rate_limit(State(st): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+async fn rate_limit(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
     if st.limiter.allow(addr.ip()) {
         next.run(req).await
     } else {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this address; slow down").into_response()
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address; slow down",
+        )
+        .into_response()
     }
 }
 
@@ -75,14 +91,27 @@ async fn observe(req: Request, next: Next) -> Response {
     let status = resp.status();
     metrics::counter!("segel_http_requests_total", "method" => method, "status" => status.as_u16().to_string()).increment(1);
     metrics::histogram!("segel_http_request_seconds").record(start.elapsed().as_secs_f64());
-    let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let (code, message) = match status {
             StatusCode::NOT_FOUND => ("not_found", "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body exceeds the limit"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "wrong Content-Type for this route"),
-            StatusCode::UNPROCESSABLE_ENTITY => ("invalid_body", "the request body could not be read"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "method not allowed on this route")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "the request body exceeds the limit")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "wrong Content-Type for this route",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ("invalid_body", "the request body could not be read")
+            }
             s if s.is_server_error() => ("internal", "internal error"),
             _ => ("bad_request", "the request could not be read"),
         };
@@ -118,8 +147,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/documents/{id}", get(documents::get))
         .route("/api/v1/documents/{id}/file", get(documents::file))
         .route("/api/v1/documents/{id}/cancel", post(documents::cancel))
-        .route("/api/v1/documents/{id}/steps/{n}/approve", post(documents::approve))
-        .route("/api/v1/documents/{id}/steps/{n}/reject", post(documents::reject))
+        .route(
+            "/api/v1/documents/{id}/steps/{n}/approve",
+            post(documents::approve),
+        )
+        .route(
+            "/api/v1/documents/{id}/steps/{n}/reject",
+            post(documents::reject),
+        )
         .route("/api/v1/inbox", get(documents::inbox))
         .route("/api/v1/inbox/{id}/file", get(documents::official_file))
         .route("/api/v1/approvals/batch", post(documents::approve_batch))

@@ -82,13 +82,25 @@ impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let bearer = |description: &str| {
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build())
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
         };
         components.add_security_scheme(APP_KEY, bearer("An application's API key: `Authorization: Bearer <API key>`; each key carries scopes (submit, read, seal)."));
-        components.add_security_scheme(OFFICIAL_TOKEN, bearer("An official's session token from `POST /api/v1/login`."));
+        components.add_security_scheme(
+            OFFICIAL_TOKEN,
+            bearer("An official's session token from `POST /api/v1/login`."),
+        );
         let mut cookie = ApiKeyValue::new(super::auth::SESSION_COOKIE);
-        cookie.description = Some("The HttpOnly session cookie set by `POST /api/v1/login`.".into());
-        components.add_security_scheme(OFFICIAL_COOKIE, SecurityScheme::ApiKey(ApiKey::Cookie(cookie)));
+        cookie.description =
+            Some("The HttpOnly session cookie set by `POST /api/v1/login`.".into());
+        components.add_security_scheme(
+            OFFICIAL_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(cookie)),
+        );
     }
 }
 
@@ -137,5 +149,7 @@ pub struct ApiDoc;
 
 /// `GET /api/openapi.json` and Swagger UI at `/api/docs/`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    SwaggerUi::new(UI_PATH).url(SPEC_PATH, ApiDoc::openapi()).into()
+    SwaggerUi::new(UI_PATH)
+        .url(SPEC_PATH, ApiDoc::openapi())
+        .into()
 }

@@ -23,16 +23,25 @@ pub fn certificate_days(st: &AppState) -> Vec<(String, i64)> {
     let now = st.wf.clock.now();
     let mut out = Vec::new();
     let days = |der: &[u8]| {
-        x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| (c.validity().not_after.timestamp() - now.unix_timestamp()).div_euclid(86_400))
+        x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| {
+            (c.validity().not_after.timestamp() - now.unix_timestamp()).div_euclid(86_400)
+        })
     };
-    for (name, chain) in [("seal", st.wf.seal.certificate_chain()), ("auditor", st.wf.auditor.certificate_chain())] {
+    for (name, chain) in [
+        ("seal", st.wf.seal.certificate_chain()),
+        ("auditor", st.wf.auditor.certificate_chain()),
+    ] {
         if let Some(d) = chain.first().and_then(|c| days(c)) {
             out.push((name.to_string(), d));
         }
     }
     if let Ok(records) = st.wf.keys.list() {
         for r in records {
-            if let Some(d) = r.chain_pem.as_deref().and_then(|p| crate::keys::keystore::days_to_expiry(p, now)) {
+            if let Some(d) = r
+                .chain_pem
+                .as_deref()
+                .and_then(|p| crate::keys::keystore::days_to_expiry(p, now))
+            {
                 out.push((format!("official:{}", r.id), d));
             }
         }
@@ -53,7 +62,11 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if let Ok(records) = st.wf.keys.list() {
         for r in records.into_iter().filter(|r| !r.disabled) {
             if let Some(cfg) = crate::keys::keystore::hsm_config(&r.location) {
-                let health = tokio::task::spawn_blocking(move || cfg.and_then(crate::keys::pkcs11::Pkcs11Key::open).and_then(|k| k.health())).await;
+                let health = tokio::task::spawn_blocking(move || {
+                    cfg.and_then(crate::keys::pkcs11::Pkcs11Key::open)
+                        .and_then(|k| k.health())
+                })
+                .await;
                 match health {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => problems.push(format!("HSM key {}: {e}", r.id)),
@@ -73,7 +86,11 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         "problems": problems,
         "certificates": certs.iter().map(|(n, d)| json!({"key": n, "days_to_expiry": d})).collect::<Vec<_>>(),
     });
-    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -103,9 +120,17 @@ pub struct AuditQuery {
     get, path = "/api/v1/audit", tag = "operations", security(("official_token" = []), ("official_cookie" = [])), params(AuditQuery),
     responses((status = 200, description = "`{entries: [...]}`", body = serde_json::Value), (status = 401, description = "Missing or unknown credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Only for officials with the auditor role", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn audit(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Query(q): Query<AuditQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn audit(
+    State(st): State<AppState>,
+    OfficialAuth(o): OfficialAuth,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if !o.has_role("auditor") {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the audit log is for officials with the auditor role"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the audit log is for officials with the auditor role",
+        ));
     }
     let filter = crate::audit::Filter {
         document_id: q.document_id,
@@ -116,6 +141,8 @@ pub async fn audit(State(st): State<AppState>, OfficialAuth(o): OfficialAuth, Qu
         after_seq: q.after_seq,
         limit: Some(q.limit.unwrap_or(100).clamp(1, 1000) as u32),
     };
-    let entries = crate::audit::list(&st.wf.db, &filter).await.map_err(crate::workflow::WorkflowError::from)?;
+    let entries = crate::audit::list(&st.wf.db, &filter)
+        .await
+        .map_err(crate::workflow::WorkflowError::from)?;
     Ok(Json(json!({"entries": entries})))
 }

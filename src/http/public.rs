@@ -18,11 +18,25 @@ pub async fn run_verify(st: &AppState, bytes: Vec<u8>, name: &str) -> Result<Rep
     let clock = st.wf.clock.clone();
     let name = name.to_string();
     let report = tokio::task::spawn_blocking(move || {
-        verify_pdf(&bytes, &trust, &VerifyOptions { file_name: name, ..Default::default() }, clock.as_ref())
+        verify_pdf(
+            &bytes,
+            &trust,
+            &VerifyOptions {
+                file_name: name,
+                ..Default::default()
+            },
+            clock.as_ref(),
+        )
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unreadable_pdf", e.to_string()))?;
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_pdf",
+            e.to_string(),
+        )
+    })?;
     metrics::counter!("segel_verifications_total", "result" => if report.all_valid() { "valid" } else { "not_valid" }).increment(1);
     Ok(report)
 }
@@ -35,7 +49,10 @@ pub async fn run_verify(st: &AppState, bytes: Vec<u8>, name: &str) -> Result<Rep
 pub async fn verify(State(st): State<AppState>, mp: Multipart) -> Result<Json<Report>, ApiError> {
     let (mut files, _) = read_multipart(mp).await?;
     if files.len() != 1 {
-        return Err(ApiError::bad_request("file_required", "send exactly one `file` part"));
+        return Err(ApiError::bad_request(
+            "file_required",
+            "send exactly one `file` part",
+        ));
     }
     Ok(Json(run_verify(&st, files.remove(0), "upload.pdf").await?))
 }
@@ -44,7 +61,10 @@ pub async fn verify(State(st): State<AppState>, mp: Multipart) -> Result<Json<Re
     get, path = "/api/v1/public/{code}", tag = "public", params(("code" = String, Path, description = "Verification code from the QR")),
     responses((status = 200, description = "The public record behind the QR code", body = serde_json::Value), (status = 404, description = "No such record", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn record_json(State(st): State<AppState>, Path(code): Path<String>) -> Result<Json<PublicRecord>, ApiError> {
+pub async fn record_json(
+    State(st): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Json<PublicRecord>, ApiError> {
     Ok(Json(st.wf.public_record(&code).await?))
 }
 
@@ -67,19 +87,35 @@ struct CheckResult {
 struct NotFoundPage;
 
 fn fmt_time(st: &AppState, ms: Option<i64>) -> String {
-    ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m / 1000).ok()).map(|t| st.wf.zone.format(t)).unwrap_or_else(|| "-".into())
+    ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m / 1000).ok())
+        .map(|t| st.wf.zone.format(t))
+        .unwrap_or_else(|| "-".into())
 }
 
 async fn page(st: &AppState, code: &str, check: Option<CheckResult>) -> Response {
     match st.wf.public_record(code).await {
         Ok(r) => {
-            let times = r.signers.iter().map(|s| fmt_time(st, s.signed_at)).collect();
-            match (RecordPage { r: &r, times, check }).render() {
+            let times = r
+                .signers
+                .iter()
+                .map(|s| fmt_time(st, s.signed_at))
+                .collect();
+            match (RecordPage {
+                r: &r,
+                times,
+                check,
+            })
+            .render()
+            {
                 Ok(html) => Html(html).into_response(),
                 Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         }
-        Err(_) => (StatusCode::NOT_FOUND, Html(NotFoundPage.render().unwrap_or_default())).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            Html(NotFoundPage.render().unwrap_or_default()),
+        )
+            .into_response(),
     }
 }
 
@@ -97,11 +133,18 @@ pub async fn record_page(State(st): State<AppState>, Path(code): Path<String>) -
     request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "The record page with the result of the upload check", content_type = "text/html", body = String), (status = 404, description = "No such record", body = crate::http::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn record_check(State(st): State<AppState>, Path(code): Path<String>, mp: Multipart) -> Result<Response, ApiError> {
+pub async fn record_check(
+    State(st): State<AppState>,
+    Path(code): Path<String>,
+    mp: Multipart,
+) -> Result<Response, ApiError> {
     let record = st.wf.public_record(&code).await?;
     let (mut files, _) = read_multipart(mp).await?;
     if files.len() != 1 {
-        return Err(ApiError::bad_request("file_required", "send exactly one `file` part"));
+        return Err(ApiError::bad_request(
+            "file_required",
+            "send exactly one `file` part",
+        ));
     }
     let bytes = files.remove(0);
     let sha = crate::workflow::sha256_hex(&bytes);
@@ -110,21 +153,48 @@ pub async fn record_check(State(st): State<AppState>, Path(code): Path<String>, 
     let verdicts = report
         .signatures
         .iter()
-        .map(|s| (s.signer.as_ref().and_then(|x| x.name.clone()).unwrap_or_default(), format!("{:?}", s.verdict).to_lowercase(), s.summary_id.clone()))
+        .map(|s| {
+            (
+                s.signer
+                    .as_ref()
+                    .and_then(|x| x.name.clone())
+                    .unwrap_or_default(),
+                format!("{:?}", s.verdict).to_lowercase(),
+                s.summary_id.clone(),
+            )
+        })
         .collect();
-    Ok(page(&st, &code, Some(CheckResult { hash_matches, uploaded_sha256: sha, verdicts })).await)
+    Ok(page(
+        &st,
+        &code,
+        Some(CheckResult {
+            hash_matches,
+            uploaded_sha256: sha,
+            verdicts,
+        }),
+    )
+    .await)
 }
 
 #[utoipa::path(
     get, path = "/crl/{name}", tag = "operations", params(("name" = String, Path, description = "`issuing-ca.crl`")),
     responses((status = 200, description = "The CRL (DER)", content_type = "application/pkix-crl", body = [u8]), (status = 404, description = "No such CRL", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn crl(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn crl(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     if name != "issuing-ca.crl" {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such CRL"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such CRL",
+        ));
     }
     let path = st.wf.cfg.keys_dir.join("crl").join(&name);
-    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no CRL published"))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no CRL published"))?;
     Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], bytes).into_response())
 }
 

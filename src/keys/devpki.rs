@@ -3,9 +3,9 @@
 
 use super::KeyError;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, CustomExtension,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -30,7 +30,9 @@ impl std::str::FromStr for KeyAlgorithm {
             "p384" => Ok(KeyAlgorithm::P384),
             "rsa2048" => Ok(KeyAlgorithm::Rsa2048),
             "rsa3072" => Ok(KeyAlgorithm::Rsa3072),
-            other => Err(format!("unknown algorithm {other:?} (p256, p384, rsa2048, rsa3072)")),
+            other => Err(format!(
+                "unknown algorithm {other:?} (p256, p384, rsa2048, rsa3072)"
+            )),
         }
     }
 }
@@ -52,9 +54,15 @@ pub fn generate_pkcs8(alg: KeyAlgorithm) -> Result<zeroize::Zeroizing<Vec<u8>>, 
         KeyAlgorithm::P256 => ec(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING),
         KeyAlgorithm::P384 => ec(&ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING),
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
-            let bits = if alg == KeyAlgorithm::Rsa2048 { 2048 } else { 3072 };
-            let rsa = openssl::rsa::Rsa::generate(bits).map_err(|e| KeyError::Signing(format!("RSA key generation: {e}")))?;
-            let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|e| KeyError::Signing(e.to_string()))?;
+            let bits = if alg == KeyAlgorithm::Rsa2048 {
+                2048
+            } else {
+                3072
+            };
+            let rsa = openssl::rsa::Rsa::generate(bits)
+                .map_err(|e| KeyError::Signing(format!("RSA key generation: {e}")))?;
+            let pkey =
+                openssl::pkey::PKey::from_rsa(rsa).map_err(|e| KeyError::Signing(e.to_string()))?;
             pkey.private_key_to_pkcs8()
                 .map(zeroize::Zeroizing::new)
                 .map_err(|e| KeyError::Signing(format!("RSA key encoding: {e}")))
@@ -69,7 +77,8 @@ pub fn rcgen_key(pkcs8: &[u8], alg: KeyAlgorithm) -> Result<KeyPair, KeyError> {
         KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => &rcgen::PKCS_RSA_SHA256,
     };
-    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), sig_alg).map_err(|e| KeyError::Format(e.to_string()))
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), sig_alg)
+        .map_err(|e| KeyError::Format(e.to_string()))
 }
 
 fn pkcs8_pem(der: &[u8]) -> String {
@@ -200,22 +209,31 @@ impl DevPki {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| KeyError::Format(e.to_string()))?;
         let cert_pem = fs::read_to_string(self.path("issuing-ca.pem"))
             .map_err(|e| KeyError::Format(format!("issuing-ca.pem: {e}")))?;
-        let der = pem::parse(&cert_pem).map_err(|e| KeyError::Format(e.to_string()))?.into_contents();
-        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key).map_err(|e| KeyError::Format(e.to_string()))?;
+        let der = pem::parse(&cert_pem)
+            .map_err(|e| KeyError::Format(e.to_string()))?
+            .into_contents();
+        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
         Ok((issuer, der))
     }
 
     fn state(&self) -> Result<PkiState, KeyError> {
-        let data = fs::read(self.path("pki.json")).map_err(|e| KeyError::Format(format!("pki.json: {e}")))?;
+        let data = fs::read(self.path("pki.json"))
+            .map_err(|e| KeyError::Format(format!("pki.json: {e}")))?;
         serde_json::from_slice(&data).map_err(|e| KeyError::Format(format!("pki.json: {e}")))
     }
 
     /// Create a new PKI in `dir` (which must not already hold one).
     pub fn init(dir: &Path, opts: &InitOptions) -> Result<DevPki, KeyError> {
         if dir.join("root-ca.pem").exists() {
-            return Err(KeyError::Format(format!("{} already holds a PKI", dir.display())));
+            return Err(KeyError::Format(format!(
+                "{} already holds a PKI",
+                dir.display()
+            )));
         }
-        let pki = DevPki { dir: dir.to_path_buf() };
+        let pki = DevPki {
+            dir: dir.to_path_buf(),
+        };
         let now = opts.now;
         let crl_url = format!("{}/crl/issuing-ca.crl", opts.base_url.trim_end_matches('/'));
 
@@ -229,10 +247,20 @@ impl DevPki {
         let mut p = base_params(dn, now, 20);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let root = p.self_signed(&root_key).map_err(|e| KeyError::Format(e.to_string()))?;
+        let root = p
+            .self_signed(&root_key)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
         let root_issuer = Issuer::new(p, root_key);
-        write(&pki.path("root-ca.pem"), cert_pem(root.der()).as_bytes(), false)?;
-        write(&pki.path("root-ca.key.pem"), pkcs8_pem(&root_der).as_bytes(), true)?;
+        write(
+            &pki.path("root-ca.pem"),
+            cert_pem(root.der()).as_bytes(),
+            false,
+        )?;
+        write(
+            &pki.path("root-ca.key.pem"),
+            pkcs8_pem(&root_der).as_bytes(),
+            true,
+        )?;
 
         // Issuing CA.
         let ca_der = generate_pkcs8(KeyAlgorithm::P256)?;
@@ -244,14 +272,35 @@ impl DevPki {
         let mut p = base_params(dn, now, 10);
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = p.signed_by(&ca_key, &root_issuer).map_err(|e| KeyError::Format(e.to_string()))?;
-        write(&pki.path("issuing-ca.pem"), cert_pem(ca.der()).as_bytes(), false)?;
-        write(&pki.path("issuing-ca.key.pem"), pkcs8_pem(&ca_der).as_bytes(), true)?;
+        let ca = p
+            .signed_by(&ca_key, &root_issuer)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
+        write(
+            &pki.path("issuing-ca.pem"),
+            cert_pem(ca.der()).as_bytes(),
+            false,
+        )?;
+        write(
+            &pki.path("issuing-ca.key.pem"),
+            pkcs8_pem(&ca_der).as_bytes(),
+            true,
+        )?;
         let chain = format!("{}{}", cert_pem(ca.der()), cert_pem(root.der()));
         write(&pki.path("chain.pem"), chain.as_bytes(), false)?;
 
-        let state = PkiState { crl_url, organisation: opts.organisation.clone(), crl_number: 0, revoked: vec![] };
-        write(&pki.path("pki.json"), serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(), false)?;
+        let state = PkiState {
+            crl_url,
+            organisation: opts.organisation.clone(),
+            crl_number: 0,
+            revoked: vec![],
+        };
+        write(
+            &pki.path("pki.json"),
+            serde_json::to_string_pretty(&state)
+                .unwrap_or_default()
+                .as_bytes(),
+            false,
+        )?;
 
         for official in demo_officials() {
             pki.issue_official(&official, now)?;
@@ -261,20 +310,41 @@ impl DevPki {
         dn.push(DnType::CountryName, "ID");
         dn.push(DnType::OrganizationName, NOT_FOR_PRODUCTION);
         dn.push(DnType::CommonName, "Segel Development TSA");
-        let mut eku = CustomExtension::from_oid_content(&[2, 5, 29, 37], vec![0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08]);
+        let mut eku = CustomExtension::from_oid_content(
+            &[2, 5, 29, 37],
+            vec![
+                0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+            ],
+        );
         eku.set_criticality(true);
-        pki.issue_leaf("tsa", dn, KeyAlgorithm::P256, vec![KeyUsagePurpose::DigitalSignature], vec![], vec![eku], now)?;
+        pki.issue_leaf(
+            "tsa",
+            dn,
+            KeyAlgorithm::P256,
+            vec![KeyUsagePurpose::DigitalSignature],
+            vec![],
+            vec![eku],
+            now,
+        )?;
         // Organisation seal (e-seal of the ministry).
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, "ID");
         dn.push(DnType::OrganizationName, opts.organisation.as_str());
-        dn.push(DnType::CommonName, format!("{} (Segel seal)", opts.organisation));
+        dn.push(
+            DnType::CommonName,
+            format!("{} (Segel seal)", opts.organisation),
+        );
         pki.issue_leaf(
             "seal",
             dn,
             KeyAlgorithm::P256,
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment],
-            vec![ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 36])],
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ],
+            vec![ExtendedKeyUsagePurpose::Other(vec![
+                1, 3, 6, 1, 5, 5, 7, 3, 36,
+            ])],
             vec![],
             now,
         )?;
@@ -283,23 +353,45 @@ impl DevPki {
         dn.push(DnType::CountryName, "ID");
         dn.push(DnType::OrganizationName, opts.organisation.as_str());
         dn.push(DnType::CommonName, "Segel audit log");
-        pki.issue_leaf("auditor", dn, KeyAlgorithm::P256, vec![KeyUsagePurpose::DigitalSignature], vec![], vec![], now)?;
+        pki.issue_leaf(
+            "auditor",
+            dn,
+            KeyAlgorithm::P256,
+            vec![KeyUsagePurpose::DigitalSignature],
+            vec![],
+            vec![],
+            now,
+        )?;
         pki.write_crl(now)?;
-        write(&pki.path("README.md"), readme(&opts.organisation).as_bytes(), false)?;
+        write(
+            &pki.path("README.md"),
+            readme(&opts.organisation).as_bytes(),
+            false,
+        )?;
         Ok(pki)
     }
 
     /// Issue (or re-issue) an official's key and certificate under `officials/ID`.
-    pub fn issue_official(&self, o: &OfficialSpec, now: OffsetDateTime) -> Result<Vec<u8>, KeyError> {
+    pub fn issue_official(
+        &self,
+        o: &OfficialSpec,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, KeyError> {
         let state = self.state()?;
         let dn = official_dn(&o.name, &o.title, &o.nip, &state.organisation);
         self.issue_leaf(
             &format!("officials/{}", o.id),
             dn,
             o.algorithm,
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment],
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ],
             // id-kp-documentSigning (RFC 9336) and emailProtection.
-            vec![ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 36]), ExtendedKeyUsagePurpose::EmailProtection],
+            vec![
+                ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 36]),
+                ExtendedKeyUsagePurpose::EmailProtection,
+            ],
             vec![],
             now,
         )
@@ -325,27 +417,59 @@ impl DevPki {
         p.key_usages = key_usages;
         p.extended_key_usages = ekus;
         p.custom_extensions = extensions;
-        p.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![state.crl_url.clone()] }];
-        let cert = p.signed_by(&key, &issuer).map_err(|e| KeyError::Format(e.to_string()))?;
-        write(&self.path(&format!("{stem}.pem")), cert_pem(cert.der()).as_bytes(), false)?;
-        write(&self.path(&format!("{stem}.key.pem")), pkcs8_pem(&der).as_bytes(), true)?;
-        let root = fs::read_to_string(self.path("root-ca.pem")).map_err(|e| KeyError::Format(e.to_string()))?;
+        p.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![state.crl_url.clone()],
+        }];
+        let cert = p
+            .signed_by(&key, &issuer)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
+        write(
+            &self.path(&format!("{stem}.pem")),
+            cert_pem(cert.der()).as_bytes(),
+            false,
+        )?;
+        write(
+            &self.path(&format!("{stem}.key.pem")),
+            pkcs8_pem(&der).as_bytes(),
+            true,
+        )?;
+        let root = fs::read_to_string(self.path("root-ca.pem"))
+            .map_err(|e| KeyError::Format(e.to_string()))?;
         let chain = format!("{}{}{}", cert_pem(cert.der()), cert_pem(&ca_der), root);
-        write(&self.path(&format!("{stem}.chain.pem")), chain.as_bytes(), false)?;
+        write(
+            &self.path(&format!("{stem}.chain.pem")),
+            chain.as_bytes(),
+            false,
+        )?;
         Ok(cert.der().to_vec())
     }
 
     /// Revoke a certificate by hex serial and re-issue the CRL.
     pub fn revoke(&self, serial_hex: &str, now: OffsetDateTime) -> Result<(), KeyError> {
         let mut state = self.state()?;
-        let serial = serial_hex.trim().trim_start_matches("0x").to_ascii_lowercase().replace(':', "");
+        let serial = serial_hex
+            .trim()
+            .trim_start_matches("0x")
+            .to_ascii_lowercase()
+            .replace(':', "");
         if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(KeyError::Format(format!("serial {serial_hex:?} is not hexadecimal")));
+            return Err(KeyError::Format(format!(
+                "serial {serial_hex:?} is not hexadecimal"
+            )));
         }
         if !state.revoked.iter().any(|r| r.serial == serial) {
-            state.revoked.push(Revoked { serial, time: now.unix_timestamp() });
+            state.revoked.push(Revoked {
+                serial,
+                time: now.unix_timestamp(),
+            });
         }
-        write(&self.path("pki.json"), serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(), false)?;
+        write(
+            &self.path("pki.json"),
+            serde_json::to_string_pretty(&state)
+                .unwrap_or_default()
+                .as_bytes(),
+            false,
+        )?;
         self.write_crl(now)
     }
 
@@ -358,7 +482,8 @@ impl DevPki {
             .revoked
             .iter()
             .map(|r| {
-                let bytes = hex_decode(&r.serial).ok_or_else(|| KeyError::Format(format!("bad serial {}", r.serial)))?;
+                let bytes = hex_decode(&r.serial)
+                    .ok_or_else(|| KeyError::Format(format!("bad serial {}", r.serial)))?;
                 Ok(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: OffsetDateTime::from_unix_timestamp(r.time).unwrap_or(now),
@@ -375,16 +500,35 @@ impl DevPki {
             revoked_certs: revoked,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        let crl = params.signed_by(&issuer).map_err(|e| KeyError::Format(e.to_string()))?;
+        let crl = params
+            .signed_by(&issuer)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
         write(&self.path("crl/issuing-ca.crl"), crl.der(), false)?;
-        write(&self.path("crl/issuing-ca.crl.pem"), crl.pem().unwrap_or_default().as_bytes(), false)?;
-        write(&self.path("pki.json"), serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(), false)
+        write(
+            &self.path("crl/issuing-ca.crl.pem"),
+            crl.pem().unwrap_or_default().as_bytes(),
+            false,
+        )?;
+        write(
+            &self.path("pki.json"),
+            serde_json::to_string_pretty(&state)
+                .unwrap_or_default()
+                .as_bytes(),
+            false,
+        )
     }
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    let s = if s.len() % 2 == 1 { format!("0{s}") } else { s.to_string() };
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    let s = if s.len() % 2 == 1 {
+        format!("0{s}")
+    } else {
+        s.to_string()
+    };
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn readme(org: &str) -> String {

@@ -49,19 +49,32 @@ pub struct KdfParams {
 impl KdfParams {
     /// Sized for about half a second and 64 MiB on the service's 2-core machine.
     pub fn recommended() -> Self {
-        KdfParams { m_cost_kib: 64 * 1024, t_cost: 4, p_cost: 1, salt: String::new() }
+        KdfParams {
+            m_cost_kib: 64 * 1024,
+            t_cost: 4,
+            p_cost: 1,
+            salt: String::new(),
+        }
     }
 
     /// Cheap parameters for tests only.
     pub fn insecure_fast() -> Self {
-        KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1, salt: String::new() }
+        KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+            salt: String::new(),
+        }
     }
 
     fn derive(&self, passphrase: &Passphrase) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-        let salt = B64.decode(&self.salt).map_err(|_| KeyError::Format("keystore: bad salt".into()))?;
+        let salt = B64
+            .decode(&self.salt)
+            .map_err(|_| KeyError::Format("keystore: bad salt".into()))?;
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| KeyError::Format(format!("keystore: Argon2 parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = Zeroizing::new([0u8; 32]);
         argon
             .hash_password_into(passphrase.bytes(), &salt, out.as_mut())
@@ -87,42 +100,78 @@ fn aad(key_id: &str) -> Vec<u8> {
 }
 
 fn aead_key(k: &[u8; 32]) -> Result<LessSafeKey, KeyError> {
-    UnboundKey::new(&AES_256_GCM, k).map(LessSafeKey::new).map_err(|_| KeyError::Format("keystore: AEAD key".into()))
+    UnboundKey::new(&AES_256_GCM, k)
+        .map(LessSafeKey::new)
+        .map_err(|_| KeyError::Format("keystore: AEAD key".into()))
 }
 
 /// Seal `pkcs8` for `key_id` under `passphrase`, with fresh salt and nonce.
 #[tracing::instrument(skip_all, fields(key_id))]
-pub fn seal(key_id: &str, pkcs8: &[u8], passphrase: &Passphrase, kdf: &KdfParams) -> Result<SealedKey, KeyError> {
+pub fn seal(
+    key_id: &str,
+    pkcs8: &[u8],
+    passphrase: &Passphrase,
+    kdf: &KdfParams,
+) -> Result<SealedKey, KeyError> {
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
-    rng.fill(&mut salt).map_err(|_| KeyError::Format("no randomness".into()))?;
-    rng.fill(&mut nonce).map_err(|_| KeyError::Format("no randomness".into()))?;
-    let kdf = KdfParams { salt: B64.encode(salt), ..kdf.clone() };
+    rng.fill(&mut salt)
+        .map_err(|_| KeyError::Format("no randomness".into()))?;
+    rng.fill(&mut nonce)
+        .map_err(|_| KeyError::Format("no randomness".into()))?;
+    let kdf = KdfParams {
+        salt: B64.encode(salt),
+        ..kdf.clone()
+    };
     let k = kdf.derive(passphrase)?;
     let mut buf = pkcs8.to_vec();
     aead_key(&k)?
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(key_id)), &mut buf)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(key_id)),
+            &mut buf,
+        )
         .map_err(|_| KeyError::Format("keystore: sealing failed".into()))?;
-    Ok(SealedKey { version: 1, key_id: key_id.into(), kdf, nonce: B64.encode(nonce), ciphertext: B64.encode(buf) })
+    Ok(SealedKey {
+        version: 1,
+        key_id: key_id.into(),
+        kdf,
+        nonce: B64.encode(nonce),
+        ciphertext: B64.encode(buf),
+    })
 }
 
 /// Open a sealed key for `key_id`. A wrong passphrase, a tampered ciphertext and a key sealed
 /// for another id all fail the same way (AES-GCM cannot tell them apart).
 #[tracing::instrument(skip_all, fields(key_id))]
-pub fn unseal(sealed: &SealedKey, key_id: &str, passphrase: &Passphrase) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+pub fn unseal(
+    sealed: &SealedKey,
+    key_id: &str,
+    passphrase: &Passphrase,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if sealed.version != 1 {
-        return Err(KeyError::Format(format!("keystore: unknown version {}", sealed.version)));
+        return Err(KeyError::Format(format!(
+            "keystore: unknown version {}",
+            sealed.version
+        )));
     }
     let nonce: [u8; 12] = B64
         .decode(&sealed.nonce)
         .ok()
         .and_then(|n| n.try_into().ok())
         .ok_or_else(|| KeyError::Format("keystore: bad nonce".into()))?;
-    let mut buf = Zeroizing::new(B64.decode(&sealed.ciphertext).map_err(|_| KeyError::Format("keystore: bad ciphertext".into()))?);
+    let mut buf = Zeroizing::new(
+        B64.decode(&sealed.ciphertext)
+            .map_err(|_| KeyError::Format("keystore: bad ciphertext".into()))?,
+    );
     let k = sealed.kdf.derive(passphrase)?;
     let plain_len = aead_key(&k)?
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(key_id)), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(key_id)),
+            &mut buf,
+        )
         .map_err(|_| KeyError::WrongPassphrase)?
         .len();
     buf.truncate(plain_len);
@@ -133,8 +182,16 @@ pub fn unseal(sealed: &SealedKey, key_id: &str, passphrase: &Passphrase) -> Resu
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum KeyLocation {
-    Keystore { sealed: SealedKey },
-    Hsm { module: PathBuf, token_label: String, key_label: String, pin_env: Option<String>, pin_file: Option<PathBuf> },
+    Keystore {
+        sealed: SealedKey,
+    },
+    Hsm {
+        module: PathBuf,
+        token_label: String,
+        key_label: String,
+        pin_env: Option<String>,
+        pin_file: Option<PathBuf>,
+    },
 }
 
 /// One official's key record.
@@ -167,17 +224,31 @@ pub struct HsmSpec {
     pub pin_file: Option<PathBuf>,
 }
 
-fn pin_source(pin_env: &Option<String>, pin_file: &Option<PathBuf>) -> Result<super::pkcs11::PinSource, KeyError> {
+fn pin_source(
+    pin_env: &Option<String>,
+    pin_file: &Option<PathBuf>,
+) -> Result<super::pkcs11::PinSource, KeyError> {
     match (pin_env, pin_file) {
         (Some(v), _) => Ok(super::pkcs11::PinSource::Env(v.clone())),
         (None, Some(f)) => Ok(super::pkcs11::PinSource::File(f.clone())),
-        (None, None) => Err(KeyError::Format("an HSM key needs a PIN source (environment variable or file)".into())),
+        (None, None) => Err(KeyError::Format(
+            "an HSM key needs a PIN source (environment variable or file)".into(),
+        )),
     }
 }
 
 /// PKCS#11 configuration of an HSM key record.
 pub fn hsm_config(location: &KeyLocation) -> Option<Result<super::pkcs11::Pkcs11Config, KeyError>> {
-    let KeyLocation::Hsm { module, token_label, key_label, pin_env, pin_file } = location else { return None };
+    let KeyLocation::Hsm {
+        module,
+        token_label,
+        key_label,
+        pin_env,
+        pin_file,
+    } = location
+    else {
+        return None;
+    };
     Some((|| {
         Ok(super::pkcs11::Pkcs11Config {
             module: module.clone(),
@@ -191,25 +262,56 @@ pub fn hsm_config(location: &KeyLocation) -> Option<Result<super::pkcs11::Pkcs11
 
 fn make_verifier(passphrase: &Passphrase, kdf: &KdfParams) -> Result<String, KeyError> {
     let mut salt = [0u8; 16];
-    SystemRandom::new().fill(&mut salt).map_err(|_| KeyError::Format("no randomness".into()))?;
-    let params = KdfParams { salt: B64.encode(salt), ..kdf.clone() };
+    SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| KeyError::Format("no randomness".into()))?;
+    let params = KdfParams {
+        salt: B64.encode(salt),
+        ..kdf.clone()
+    };
     let hash = params.derive(passphrase)?;
-    Ok(format!("{}${}${}${}${}", params.m_cost_kib, params.t_cost, params.p_cost, params.salt, B64.encode(hash.as_ref())))
+    Ok(format!(
+        "{}${}${}${}${}",
+        params.m_cost_kib,
+        params.t_cost,
+        params.p_cost,
+        params.salt,
+        B64.encode(hash.as_ref())
+    ))
 }
 
 fn check_verifier(verifier: &str, passphrase: &Passphrase) -> Result<(), KeyError> {
     let parts: Vec<&str> = verifier.split('$').collect();
-    let [m, t, p, salt, hash] = parts.as_slice() else { return Err(KeyError::Format("bad passphrase verifier".into())) };
+    let [m, t, p, salt, hash] = parts.as_slice() else {
+        return Err(KeyError::Format("bad passphrase verifier".into()));
+    };
     let params = KdfParams {
-        m_cost_kib: m.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
-        t_cost: t.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
-        p_cost: p.parse().map_err(|_| KeyError::Format("bad verifier".into()))?,
+        m_cost_kib: m
+            .parse()
+            .map_err(|_| KeyError::Format("bad verifier".into()))?,
+        t_cost: t
+            .parse()
+            .map_err(|_| KeyError::Format("bad verifier".into()))?,
+        p_cost: p
+            .parse()
+            .map_err(|_| KeyError::Format("bad verifier".into()))?,
         salt: salt.to_string(),
     };
     let derived = params.derive(passphrase)?;
-    let expected = B64.decode(hash).map_err(|_| KeyError::Format("bad verifier".into()))?;
-    let same = derived.len() == expected.len() && derived.iter().zip(&expected).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-    if same { Ok(()) } else { Err(KeyError::WrongPassphrase) }
+    let expected = B64
+        .decode(hash)
+        .map_err(|_| KeyError::Format("bad verifier".into()))?;
+    let same = derived.len() == expected.len()
+        && derived
+            .iter()
+            .zip(&expected)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(KeyError::WrongPassphrase)
+    }
 }
 
 /// Something to record key events in (the service writes them to the audit log).
@@ -238,20 +340,39 @@ pub struct FileKeyStore {
 }
 
 /// What an official's certificate says about itself, for lifecycle checks.
-fn check_certificate_state(leaf: &[u8], at: OffsetDateTime, chain: &[Vec<u8>], crls: &[Vec<u8>]) -> Result<(), KeyError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| KeyError::Certificate(e.to_string()))?;
+fn check_certificate_state(
+    leaf: &[u8],
+    at: OffsetDateTime,
+    chain: &[Vec<u8>],
+    crls: &[Vec<u8>],
+) -> Result<(), KeyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
     let t = at.unix_timestamp();
     if t < cert.validity().not_before.timestamp() {
-        return Err(KeyError::CertificateState(format!("the certificate is not valid before {}", cert.validity().not_before)));
+        return Err(KeyError::CertificateState(format!(
+            "the certificate is not valid before {}",
+            cert.validity().not_before
+        )));
     }
     if t > cert.validity().not_after.timestamp() {
-        return Err(KeyError::CertificateState(format!("the certificate expired on {}", cert.validity().not_after)));
+        return Err(KeyError::CertificateState(format!(
+            "the certificate expired on {}",
+            cert.validity().not_after
+        )));
     }
     if let Some(issuer) = chain.get(1) {
         let mut data = crate::trust::revocation::RevocationData::default();
-        data.crls = crls.iter().map(|c| (c.clone(), crate::trust::RevocationSource::Crl)).collect();
-        if let crate::trust::RevocationStatus::Revoked { time, .. } = crate::trust::revocation::status(leaf, issuer, &data) {
-            return Err(KeyError::CertificateState(format!("the certificate was revoked on {time}")));
+        data.crls = crls
+            .iter()
+            .map(|c| (c.clone(), crate::trust::RevocationSource::Crl))
+            .collect();
+        if let crate::trust::RevocationStatus::Revoked { time, .. } =
+            crate::trust::revocation::status(leaf, issuer, &data)
+        {
+            return Err(KeyError::CertificateState(format!(
+                "the certificate was revoked on {time}"
+            )));
         }
     }
     Ok(())
@@ -260,41 +381,58 @@ fn check_certificate_state(leaf: &[u8], at: OffsetDateTime, chain: &[Vec<u8>], c
 impl FileKeyStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, KeyError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| KeyError::Format(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| KeyError::Format(format!("{}: {e}", dir.display())))?;
         Ok(FileKeyStore { dir })
     }
 
     fn path(&self, id: &str) -> Result<PathBuf, KeyError> {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || id.starts_with('.') {
-            return Err(KeyError::Format(format!("official id {id:?} may use letters, digits, '-', '_' and '.'")));
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || id.starts_with('.')
+        {
+            return Err(KeyError::Format(format!(
+                "official id {id:?} may use letters, digits, '-', '_' and '.'"
+            )));
         }
         Ok(self.dir.join(format!("{id}.json")))
     }
 
     pub fn get(&self, id: &str) -> Result<KeyRecord, KeyError> {
         let p = self.path(id)?;
-        let data = std::fs::read(&p).map_err(|_| KeyError::Format(format!("no key for official {id:?}")))?;
+        let data = std::fs::read(&p)
+            .map_err(|_| KeyError::Format(format!("no key for official {id:?}")))?;
         serde_json::from_slice(&data).map_err(|e| KeyError::Format(format!("{}: {e}", p.display())))
     }
 
     pub fn put(&self, record: &KeyRecord) -> Result<(), KeyError> {
         use std::io::Write;
         let p = self.path(&record.id)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| KeyError::Format(e.to_string()))?;
-        let json = serde_json::to_vec_pretty(record).map_err(|e| KeyError::Format(e.to_string()))?;
-        tmp.write_all(&json).and_then(|_| tmp.as_file().sync_all()).map_err(|e| KeyError::Format(e.to_string()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+            .map_err(|e| KeyError::Format(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|e| KeyError::Format(e.to_string()))?;
+        tmp.write_all(&json)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| KeyError::Format(e.to_string()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600));
         }
-        tmp.persist(&p).map_err(|e| KeyError::Format(format!("{}: {}", p.display(), e.error)))?;
+        tmp.persist(&p)
+            .map_err(|e| KeyError::Format(format!("{}: {}", p.display(), e.error)))?;
         Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
         let mut out = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(&self.dir).map_err(|e| KeyError::Format(e.to_string()))?.flatten().collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&self.dir)
+            .map_err(|e| KeyError::Format(e.to_string()))?
+            .flatten()
+            .collect();
         entries.sort_by_key(|e| e.path());
         for e in entries {
             let p = e.path();
@@ -321,7 +459,9 @@ impl FileKeyStore {
         events: &dyn KeyEvents,
     ) -> Result<String, KeyError> {
         if self.path(id)?.exists() {
-            return Err(KeyError::Format(format!("official {id:?} already has a key")));
+            return Err(KeyError::Format(format!(
+                "official {id:?} already has a key"
+            )));
         }
         let (name, title, nip, org) = identity;
         let pkcs8 = generate_pkcs8(alg)?;
@@ -331,15 +471,21 @@ impl FileKeyStore {
             p.distinguished_name = official_dn(name, title, nip, org);
             p
         };
-        let csr = params.serialize_request(&key).map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
-        let csr_pem = csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr_pem = csr
+            .pem()
+            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
         let record = KeyRecord {
             id: id.into(),
             name: Some(name.into()),
             title: Some(title.into()),
             nip: Some(nip.into()),
             algorithm: alg,
-            location: KeyLocation::Keystore { sealed: seal(id, &pkcs8, passphrase, kdf)? },
+            location: KeyLocation::Keystore {
+                sealed: seal(id, &pkcs8, passphrase, kdf)?,
+            },
             public_key: B64.encode(rcgen::PublicKeyData::subject_public_key_info(&key)),
             chain_pem: None,
             disabled: false,
@@ -353,37 +499,81 @@ impl FileKeyStore {
 
     /// Attach the issued certificate and chain after checking it carries this key and chains
     /// to one of `anchors` at `now`.
-    pub fn import_certificate(&self, id: &str, chain: Vec<Vec<u8>>, anchors: &[Vec<u8>], now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
+    pub fn import_certificate(
+        &self,
+        id: &str,
+        chain: Vec<Vec<u8>>,
+        anchors: &[Vec<u8>],
+        now: OffsetDateTime,
+        events: &dyn KeyEvents,
+    ) -> Result<(), KeyError> {
         let mut record = self.get(id)?;
-        let leaf = chain.first().ok_or_else(|| KeyError::Certificate("the file holds no certificate".into()))?;
-        let spki = B64.decode(&record.public_key).map_err(|_| KeyError::Format("bad stored public key".into()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| KeyError::Certificate("the file holds no certificate".into()))?;
+        let spki = B64
+            .decode(&record.public_key)
+            .map_err(|_| KeyError::Format("bad stored public key".into()))?;
         if spki_key_bits(&spki) != Some(certificate_public_key(leaf)?) {
             return Err(KeyError::CertificateMismatch);
         }
-        let outcome = crate::trust::validate_chain(leaf, &chain[1..], anchors, now, crate::trust::EkuPolicy::DocumentSigning);
+        let outcome = crate::trust::validate_chain(
+            leaf,
+            &chain[1..],
+            anchors,
+            now,
+            crate::trust::EkuPolicy::DocumentSigning,
+        );
         if !outcome.trusted {
-            return Err(KeyError::Certificate(format!("the certificate does not chain to a configured anchor: {:?}", outcome.problem)));
+            return Err(KeyError::Certificate(format!(
+                "the certificate does not chain to a configured anchor: {:?}",
+                outcome.problem
+            )));
         }
-        let pem: String = outcome.chain.iter().map(|c| super::devpki::cert_pem(c)).collect();
+        let pem: String = outcome
+            .chain
+            .iter()
+            .map(|c| super::devpki::cert_pem(c))
+            .collect();
         record.chain_pem = Some(pem);
         self.put(&record)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| KeyError::Certificate(e.to_string()))?;
-        events.record(id, "key.certificate_imported", &format!("{} serial {}", cert.subject(), cert.raw_serial_as_string()));
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
+        events.record(
+            id,
+            "key.certificate_imported",
+            &format!("{} serial {}", cert.subject(), cert.raw_serial_as_string()),
+        );
         Ok(())
     }
 
     /// Import a key and chain delivered as PKCS#12, re-sealed under the official's passphrase.
     #[allow(clippy::too_many_arguments)]
-    pub fn import_p12(&self, id: &str, data: &[u8], password: &str, passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
-        let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password)
-            .map_err(|e| KeyError::Pkcs12(format!("cannot open (wrong password or unsupported encryption): {e}")))?;
+    pub fn import_p12(
+        &self,
+        id: &str,
+        data: &[u8],
+        password: &str,
+        passphrase: &Passphrase,
+        kdf: &KdfParams,
+        now: OffsetDateTime,
+        events: &dyn KeyEvents,
+    ) -> Result<(), KeyError> {
+        let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| {
+            KeyError::Pkcs12(format!(
+                "cannot open (wrong password or unsupported encryption): {e}"
+            ))
+        })?;
         let [bag] = archive.keys.as_slice() else {
-            return Err(KeyError::Pkcs12("the file must hold exactly one private key".into()));
+            return Err(KeyError::Pkcs12(
+                "the file must hold exactly one private key".into(),
+            ));
         };
         let pkcs8 = Zeroizing::new(bag.key.as_der().to_vec());
         let signer = SoftwareSigner::from_pkcs12(data, password, false)?;
         let chain = signer.chain_ders();
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         let alg = match signer.algorithm() {
             super::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::P256,
             super::SignatureAlgorithm::EcdsaP384Sha384 => KeyAlgorithm::P384,
@@ -392,11 +582,18 @@ impl FileKeyStore {
         };
         let record = KeyRecord {
             id: id.into(),
-            name: leaf.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_string),
+            name: leaf
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .map(str::to_string),
             title: None,
             nip: None,
             algorithm: alg,
-            location: KeyLocation::Keystore { sealed: seal(id, &pkcs8, passphrase, kdf)? },
+            location: KeyLocation::Keystore {
+                sealed: seal(id, &pkcs8, passphrase, kdf)?,
+            },
             public_key: B64.encode(leaf.public_key().raw),
             chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
             disabled: false,
@@ -410,7 +607,17 @@ impl FileKeyStore {
 
     /// Store an existing PKCS#8 key with its certificate chain, sealed under `passphrase`.
     #[allow(clippy::too_many_arguments)]
-    pub fn import_pkcs8(&self, id: &str, pkcs8: &[u8], chain: &[Vec<u8>], identity: (Option<String>, Option<String>, Option<String>), passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<(), KeyError> {
+    pub fn import_pkcs8(
+        &self,
+        id: &str,
+        pkcs8: &[u8],
+        chain: &[Vec<u8>],
+        identity: (Option<String>, Option<String>, Option<String>),
+        passphrase: &Passphrase,
+        kdf: &KdfParams,
+        now: OffsetDateTime,
+        events: &dyn KeyEvents,
+    ) -> Result<(), KeyError> {
         let signer = SoftwareSigner::from_pkcs8(pkcs8, chain.to_vec(), false)?;
         let alg = match signer.algorithm() {
             super::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::P256,
@@ -418,14 +625,17 @@ impl FileKeyStore {
             _ if signer.max_signature_len() > 256 => KeyAlgorithm::Rsa3072,
             _ => KeyAlgorithm::Rsa2048,
         };
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         let record = KeyRecord {
             id: id.into(),
             name: identity.0,
             title: identity.1,
             nip: identity.2,
             algorithm: alg,
-            location: KeyLocation::Keystore { sealed: seal(id, pkcs8, passphrase, kdf)? },
+            location: KeyLocation::Keystore {
+                sealed: seal(id, pkcs8, passphrase, kdf)?,
+            },
             public_key: B64.encode(leaf.public_key().raw),
             chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
             disabled: false,
@@ -438,10 +648,19 @@ impl FileKeyStore {
     }
 
     /// Re-seal under a new passphrase; the key and its certificate do not change.
-    pub fn change_passphrase(&self, id: &str, old: &Passphrase, new: &Passphrase, kdf: &KdfParams, events: &dyn KeyEvents) -> Result<(), KeyError> {
+    pub fn change_passphrase(
+        &self,
+        id: &str,
+        old: &Passphrase,
+        new: &Passphrase,
+        kdf: &KdfParams,
+        events: &dyn KeyEvents,
+    ) -> Result<(), KeyError> {
         let mut record = self.get(id)?;
         let KeyLocation::Keystore { sealed } = &record.location else {
-            return Err(KeyError::Unsupported("the key lives in an HSM; change the token PIN there".into()));
+            return Err(KeyError::Unsupported(
+                "the key lives in an HSM; change the token PIN there".into(),
+            ));
         };
         let pkcs8 = match unseal(sealed, id, old) {
             Ok(k) => k,
@@ -450,38 +669,78 @@ impl FileKeyStore {
                 return Err(e);
             }
         };
-        record.location = KeyLocation::Keystore { sealed: seal(id, &pkcs8, new, kdf)? };
+        record.location = KeyLocation::Keystore {
+            sealed: seal(id, &pkcs8, new, kdf)?,
+        };
         self.put(&record)?;
         events.record(id, "key.passphrase_changed", "");
         Ok(())
     }
 
-    pub fn set_disabled(&self, id: &str, disabled: bool, events: &dyn KeyEvents) -> Result<(), KeyError> {
+    pub fn set_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+        events: &dyn KeyEvents,
+    ) -> Result<(), KeyError> {
         let mut record = self.get(id)?;
         record.disabled = disabled;
         self.put(&record)?;
-        events.record(id, if disabled { "key.disabled" } else { "key.enabled" }, "");
+        events.record(
+            id,
+            if disabled {
+                "key.disabled"
+            } else {
+                "key.enabled"
+            },
+            "",
+        );
         Ok(())
     }
 
     /// Generate an official's key inside a PKCS#11 token (it never exists outside it) and
     /// return the CSR; the signing passphrase is kept as an Argon2id verifier.
     #[allow(clippy::too_many_arguments)]
-    pub fn generate_in_hsm(&self, id: &str, alg: KeyAlgorithm, identity: (&str, &str, &str, &str), hsm: &HsmSpec, passphrase: &Passphrase, kdf: &KdfParams, now: OffsetDateTime, events: &dyn KeyEvents) -> Result<String, KeyError> {
+    pub fn generate_in_hsm(
+        &self,
+        id: &str,
+        alg: KeyAlgorithm,
+        identity: (&str, &str, &str, &str),
+        hsm: &HsmSpec,
+        passphrase: &Passphrase,
+        kdf: &KdfParams,
+        now: OffsetDateTime,
+        events: &dyn KeyEvents,
+    ) -> Result<String, KeyError> {
         if self.path(id)?.exists() {
-            return Err(KeyError::Format(format!("official {id:?} already has a key")));
+            return Err(KeyError::Format(format!(
+                "official {id:?} already has a key"
+            )));
         }
-        let location = KeyLocation::Hsm { module: hsm.module.clone(), token_label: hsm.token_label.clone(), key_label: format!("segel-{id}"), pin_env: hsm.pin_env.clone(), pin_file: hsm.pin_file.clone() };
-        let cfg = hsm_config(&location).ok_or_else(|| KeyError::Format("not an HSM location".into()))??;
+        let location = KeyLocation::Hsm {
+            module: hsm.module.clone(),
+            token_label: hsm.token_label.clone(),
+            key_label: format!("segel-{id}"),
+            pin_env: hsm.pin_env.clone(),
+            pin_file: hsm.pin_file.clone(),
+        };
+        let cfg = hsm_config(&location)
+            .ok_or_else(|| KeyError::Format("not an HSM location".into()))??;
         let mut key_id = [0u8; 8];
-        SystemRandom::new().fill(&mut key_id).map_err(|_| KeyError::Format("no randomness".into()))?;
+        SystemRandom::new()
+            .fill(&mut key_id)
+            .map_err(|_| KeyError::Format("no randomness".into()))?;
         let spki = super::pkcs11::generate_key(&cfg, &format!("segel-{id}"), &key_id, alg)?;
         let rkey = super::pkcs11::Pkcs11RcgenKey::open(cfg)?;
         let (name, title, nip, org) = identity;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = official_dn(name, title, nip, org);
-        let csr = params.serialize_request(&rkey).map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
-        let csr_pem = csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr = params
+            .serialize_request(&rkey)
+            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr_pem = csr
+            .pem()
+            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
         let record = KeyRecord {
             id: id.into(),
             name: Some(name.into()),
@@ -496,43 +755,78 @@ impl FileKeyStore {
             passphrase_verifier: Some(make_verifier(passphrase, kdf)?),
         };
         self.put(&record)?;
-        events.record(id, "key.created", &format!("{alg:?} in HSM token {}", hsm.token_label));
+        events.record(
+            id,
+            "key.created",
+            &format!("{alg:?} in HSM token {}", hsm.token_label),
+        );
         Ok(csr_pem)
     }
 
     /// Unlock an official's key wherever it lives (keystore or HSM), with the same refusals
     /// as [`FileKeyStore::unlock`].
-    pub fn unlock_signer(&self, id: &str, passphrase: &Passphrase, pss: bool, now: OffsetDateTime, crls: &[Vec<u8>], events: &dyn KeyEvents) -> Result<std::sync::Arc<dyn super::Signer>, KeyError> {
+    pub fn unlock_signer(
+        &self,
+        id: &str,
+        passphrase: &Passphrase,
+        pss: bool,
+        now: OffsetDateTime,
+        crls: &[Vec<u8>],
+        events: &dyn KeyEvents,
+    ) -> Result<std::sync::Arc<dyn super::Signer>, KeyError> {
         let record = self.get(id)?;
         let Some(cfg) = hsm_config(&record.location) else {
-            return Ok(std::sync::Arc::new(self.unlock(id, passphrase, pss, now, crls, events)?));
+            return Ok(std::sync::Arc::new(
+                self.unlock(id, passphrase, pss, now, crls, events)?,
+            ));
         };
         if record.disabled {
             return Err(KeyError::Disabled);
         }
-        let chain_pem = record.chain_pem.as_deref().ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
+        let chain_pem = record
+            .chain_pem
+            .as_deref()
+            .ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
         let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
         check_certificate_state(&chain[0], now, &chain, crls)?;
-        let verifier = record.passphrase_verifier.as_deref().ok_or_else(|| KeyError::Format("the HSM key has no passphrase verifier".into()))?;
-        check_verifier(verifier, passphrase).inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
-        Ok(std::sync::Arc::new(super::pkcs11::Pkcs11Signer::open(cfg?, chain, pss)?))
+        let verifier = record
+            .passphrase_verifier
+            .as_deref()
+            .ok_or_else(|| KeyError::Format("the HSM key has no passphrase verifier".into()))?;
+        check_verifier(verifier, passphrase)
+            .inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
+        Ok(std::sync::Arc::new(super::pkcs11::Pkcs11Signer::open(
+            cfg?, chain, pss,
+        )?))
     }
 
     /// Unlock an official's software key for signing, refusing disabled keys and certificates
     /// that are expired, not yet valid, or revoked according to `crls`.
     #[tracing::instrument(skip_all, fields(id))]
-    pub fn unlock(&self, id: &str, passphrase: &Passphrase, pss: bool, now: OffsetDateTime, crls: &[Vec<u8>], events: &dyn KeyEvents) -> Result<SoftwareSigner, KeyError> {
+    pub fn unlock(
+        &self,
+        id: &str,
+        passphrase: &Passphrase,
+        pss: bool,
+        now: OffsetDateTime,
+        crls: &[Vec<u8>],
+        events: &dyn KeyEvents,
+    ) -> Result<SoftwareSigner, KeyError> {
         let record = self.get(id)?;
         if record.disabled {
             return Err(KeyError::Disabled);
         }
-        let chain_pem = record.chain_pem.as_deref().ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
+        let chain_pem = record
+            .chain_pem
+            .as_deref()
+            .ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
         let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
         check_certificate_state(&chain[0], now, &chain, crls)?;
         let KeyLocation::Keystore { sealed } = &record.location else {
             return Err(KeyError::Unsupported("the key lives in an HSM".into()));
         };
-        let pkcs8 = unseal(sealed, id, passphrase).inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
+        let pkcs8 = unseal(sealed, id, passphrase)
+            .inspect_err(|_| events.record(id, "key.unlock_failed", "signing"))?;
         SoftwareSigner::from_pkcs8(&pkcs8, chain, pss)
     }
 
@@ -544,11 +838,13 @@ impl FileKeyStore {
 
 /// Days until the certificate in `chain_pem` expires (negative when expired).
 pub fn days_to_expiry(chain_pem: &str, now: OffsetDateTime) -> Option<i64> {
-    let der = super::load_certificates_pem(chain_pem.as_bytes()).ok()?.into_iter().next()?;
+    let der = super::load_certificates_pem(chain_pem.as_bytes())
+        .ok()?
+        .into_iter()
+        .next()?;
     let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
     Some((c.validity().not_after.timestamp() - now.unix_timestamp()).div_euclid(86_400))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -566,16 +862,28 @@ mod tests {
     fn wrong_passphrase_tampering_and_swapped_ids_fail() {
         let pp = Passphrase::new("rahasia negara");
         let s = seal("budi", b"pkcs8 bytes", &pp, &KdfParams::insecure_fast()).unwrap();
-        assert!(matches!(unseal(&s, "budi", &Passphrase::new("salah")), Err(KeyError::WrongPassphrase)));
-        assert!(matches!(unseal(&s, "siti", &pp), Err(KeyError::WrongPassphrase)), "a key sealed for budi must not open as siti's");
+        assert!(matches!(
+            unseal(&s, "budi", &Passphrase::new("salah")),
+            Err(KeyError::WrongPassphrase)
+        ));
+        assert!(
+            matches!(unseal(&s, "siti", &pp), Err(KeyError::WrongPassphrase)),
+            "a key sealed for budi must not open as siti's"
+        );
         let mut t = s.clone();
         let mut ct = B64.decode(&t.ciphertext).unwrap();
         ct[0] ^= 1;
         t.ciphertext = B64.encode(ct);
-        assert!(matches!(unseal(&t, "budi", &pp), Err(KeyError::WrongPassphrase)));
+        assert!(matches!(
+            unseal(&t, "budi", &pp),
+            Err(KeyError::WrongPassphrase)
+        ));
         let mut k = s.clone();
         k.kdf.t_cost += 1;
-        assert!(unseal(&k, "budi", &pp).is_err(), "parameters are bound through the derived key");
+        assert!(
+            unseal(&k, "budi", &pp).is_err(),
+            "parameters are bound through the derived key"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Keys behind a trait: the engine asks a [`Signer`] for a signature over bytes and never sees key
 //! material, so PEM/PKCS#12 files, the encrypted keystore and PKCS#11 tokens plug in alike.
 
-mod software;
 pub mod devpki;
 pub mod keystore;
 pub mod pkcs11;
+mod software;
 
 pub use software::{SoftwareSigner, load_certificates_pem};
 
@@ -148,8 +148,17 @@ pub fn certificate_public_key(cert_der: &[u8]) -> Result<Vec<u8>, KeyError> {
 }
 
 /// Name, title, serialNumber of the subject and O of the issuer of a DER certificate.
-pub fn certificate_identity(der: &[u8]) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return (None, None, None, None) };
+pub fn certificate_identity(
+    der: &[u8],
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return (None, None, None, None);
+    };
     let get = |name: &x509_parser::x509::X509Name, oid: &str| {
         name.iter_attributes()
             .find(|a| a.attr_type().to_id_string() == oid)

@@ -39,7 +39,8 @@ impl SoftwareSigner {
     /// `pss` selects RSASSA-PSS for RSA keys. The first certificate must carry this key's public
     /// key, or the key is refused before anything is signed.
     pub fn from_pem(key_pem: &[u8], chain: Vec<Vec<u8>>, pss: bool) -> Result<Self, KeyError> {
-        let blocks = pem::parse_many(key_pem).map_err(|e| KeyError::Format(format!("not PEM: {e}")))?;
+        let blocks =
+            pem::parse_many(key_pem).map_err(|e| KeyError::Format(format!("not PEM: {e}")))?;
         let block = blocks
             .into_iter()
             .find(|b| b.tag().ends_with("PRIVATE KEY"))
@@ -48,12 +49,14 @@ impl SoftwareSigner {
         let key = match block.tag() {
             "PRIVATE KEY" => parse_pkcs8(&der)?,
             "RSA PRIVATE KEY" => KeyKind::Rsa(
-                RsaKeyPair::from_der(&der).map_err(|e| KeyError::Unsupported(format!("RSA key: {e}")))?,
+                RsaKeyPair::from_der(&der)
+                    .map_err(|e| KeyError::Unsupported(format!("RSA key: {e}")))?,
             ),
             "EC PRIVATE KEY" => parse_sec1(&der)?,
             "ENCRYPTED PRIVATE KEY" => {
                 return Err(KeyError::Unsupported(
-                    "encrypted PEM keys are not read; use a PKCS#12 file or an unencrypted key".into(),
+                    "encrypted PEM keys are not read; use a PKCS#12 file or an unencrypted key"
+                        .into(),
                 ));
             }
             other => return Err(KeyError::Format(format!("unexpected PEM block {other}"))),
@@ -69,20 +72,34 @@ impl SoftwareSigner {
     /// A signer from a PKCS#12 file: the key and the certificates that came with it.
     pub fn from_pkcs12(data: &[u8], password: &str, pss: bool) -> Result<Self, KeyError> {
         let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| {
-            KeyError::Pkcs12(format!("cannot open (wrong password or unsupported encryption): {e}"))
+            KeyError::Pkcs12(format!(
+                "cannot open (wrong password or unsupported encryption): {e}"
+            ))
         })?;
         let key_bag = match archive.keys.as_slice() {
             [one] => one,
             [] => return Err(KeyError::Pkcs12("the file holds no private key".into())),
-            _ => return Err(KeyError::Pkcs12("the file holds more than one private key".into())),
+            _ => {
+                return Err(KeyError::Pkcs12(
+                    "the file holds more than one private key".into(),
+                ));
+            }
         };
         let key_der = Zeroizing::new(key_bag.key.as_der().to_vec());
         let key = parse_pkcs8(&key_der)?;
         let public = key_public(&key);
-        let certs: Vec<Vec<u8>> = archive.certs.iter().map(|c| c.cert.as_der().to_vec()).collect();
+        let certs: Vec<Vec<u8>> = archive
+            .certs
+            .iter()
+            .map(|c| c.cert.as_der().to_vec())
+            .collect();
         let leaf_index = certs
             .iter()
-            .position(|c| certificate_public_key(c).map(|p| p == public).unwrap_or(false))
+            .position(|c| {
+                certificate_public_key(c)
+                    .map(|p| p == public)
+                    .unwrap_or(false)
+            })
             .ok_or(KeyError::CertificateMismatch)?;
         let chain = order_chain(certs, leaf_index);
         Self::new(key, chain, pss)
@@ -99,9 +116,15 @@ impl SoftwareSigner {
             KeyKind::Rsa(k) => {
                 let bits = k.public().modulus_len() * 8;
                 if !(2048..=4096).contains(&bits) {
-                    return Err(KeyError::Unsupported(format!("RSA-{bits}: keys of 2048 to 4096 bits are accepted")));
+                    return Err(KeyError::Unsupported(format!(
+                        "RSA-{bits}: keys of 2048 to 4096 bits are accepted"
+                    )));
                 }
-                if pss { SignatureAlgorithm::RsaPssSha256 } else { SignatureAlgorithm::RsaPkcs1Sha256 }
+                if pss {
+                    SignatureAlgorithm::RsaPssSha256
+                } else {
+                    SignatureAlgorithm::RsaPkcs1Sha256
+                }
             }
             KeyKind::Ecdsa(k) => {
                 if k.public_key().as_ref().len() == 65 {
@@ -111,7 +134,12 @@ impl SoftwareSigner {
                 }
             }
         };
-        Ok(SoftwareSigner { key, algorithm, chain, rng: SystemRandom::new() })
+        Ok(SoftwareSigner {
+            key,
+            algorithm,
+            chain,
+            rng: SystemRandom::new(),
+        })
     }
 }
 
@@ -171,7 +199,8 @@ fn key_public(key: &KeyKind) -> Vec<u8> {
 
 fn parse_pkcs8(der: &[u8]) -> Result<KeyKind, KeyError> {
     use pkcs8::der::Decode;
-    let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| KeyError::Format(format!("PKCS#8: {e}")))?;
+    let info = pkcs8::PrivateKeyInfo::from_der(der)
+        .map_err(|e| KeyError::Format(format!("PKCS#8: {e}")))?;
     let rng = SystemRandom::new();
     match info.algorithm.oid.to_string().as_str() {
         "1.2.840.113549.1.1.1" => RsaKeyPair::from_pkcs8(der)
@@ -186,7 +215,11 @@ fn parse_pkcs8(der: &[u8]) -> Result<KeyKind, KeyError> {
             let alg = match curve.as_str() {
                 OID_P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
                 OID_P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
-                other => return Err(KeyError::Unsupported(format!("EC curve {other} (P-256 and P-384 are accepted)"))),
+                other => {
+                    return Err(KeyError::Unsupported(format!(
+                        "EC curve {other} (P-256 and P-384 are accepted)"
+                    )));
+                }
             };
             EcdsaKeyPair::from_pkcs8(alg, der, &rng)
                 .map(KeyKind::Ecdsa)
@@ -198,7 +231,8 @@ fn parse_pkcs8(der: &[u8]) -> Result<KeyKind, KeyError> {
 
 fn parse_sec1(der: &[u8]) -> Result<KeyKind, KeyError> {
     use sec1::der::Decode;
-    let key = sec1::EcPrivateKey::from_der(der).map_err(|e| KeyError::Format(format!("SEC1 EC key: {e}")))?;
+    let key = sec1::EcPrivateKey::from_der(der)
+        .map_err(|e| KeyError::Format(format!("SEC1 EC key: {e}")))?;
     let curve = key
         .parameters
         .and_then(|p| p.named_curve())
@@ -207,14 +241,23 @@ fn parse_sec1(der: &[u8]) -> Result<KeyKind, KeyError> {
     let alg = match curve.as_str() {
         OID_P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
         OID_P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
-        other => return Err(KeyError::Unsupported(format!("EC curve {other} (P-256 and P-384 are accepted)"))),
+        other => {
+            return Err(KeyError::Unsupported(format!(
+                "EC curve {other} (P-256 and P-384 are accepted)"
+            )));
+        }
     };
     let public = key
         .public_key
         .ok_or_else(|| KeyError::Format("SEC1 EC key without its public key".into()))?;
-    EcdsaKeyPair::from_private_key_and_public_key(alg, key.private_key, public, &SystemRandom::new())
-        .map(KeyKind::Ecdsa)
-        .map_err(|e| KeyError::Unsupported(format!("EC key: {e}")))
+    EcdsaKeyPair::from_private_key_and_public_key(
+        alg,
+        key.private_key,
+        public,
+        &SystemRandom::new(),
+    )
+    .map(KeyKind::Ecdsa)
+    .map_err(|e| KeyError::Unsupported(format!("EC key: {e}")))
 }
 
 /// Put the leaf first, then each issuer in turn; certificates that are not part of the path follow.
@@ -222,13 +265,17 @@ fn order_chain(mut certs: Vec<Vec<u8>>, leaf_index: usize) -> Vec<Vec<u8>> {
     let mut ordered = vec![certs.remove(leaf_index)];
     loop {
         let Some(last) = ordered.last() else { break };
-        let Ok((_, last)) = x509_parser::parse_x509_certificate(last) else { break };
+        let Ok((_, last)) = x509_parser::parse_x509_certificate(last) else {
+            break;
+        };
         if last.subject() == last.issuer() {
             break;
         }
         let issuer = last.issuer().as_raw().to_vec();
         let Some(pos) = certs.iter().position(|c| {
-            x509_parser::parse_x509_certificate(c).map(|(_, c)| c.subject().as_raw() == issuer).unwrap_or(false)
+            x509_parser::parse_x509_certificate(c)
+                .map(|(_, c)| c.subject().as_raw() == issuer)
+                .unwrap_or(false)
         }) else {
             break;
         };
@@ -240,11 +287,17 @@ fn order_chain(mut certs: Vec<Vec<u8>>, leaf_index: usize) -> Vec<Vec<u8>> {
 
 /// All `CERTIFICATE` blocks of a PEM file, in order, as DER.
 pub fn load_certificates_pem(data: &[u8]) -> Result<Vec<Vec<u8>>, KeyError> {
-    let blocks = pem::parse_many(data).map_err(|e| KeyError::Certificate(format!("not PEM: {e}")))?;
-    let certs: Vec<Vec<u8>> =
-        blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.into_contents()).collect();
+    let blocks =
+        pem::parse_many(data).map_err(|e| KeyError::Certificate(format!("not PEM: {e}")))?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
     if certs.is_empty() {
-        return Err(KeyError::Certificate("no CERTIFICATE block in the file".into()));
+        return Err(KeyError::Certificate(
+            "no CERTIFICATE block in the file".into(),
+        ));
     }
     for c in &certs {
         x509_parser::parse_x509_certificate(c)

@@ -63,8 +63,19 @@ struct Glyph {
 /// Widths of a simple font from its /FirstChar and /Widths, if it has them.
 fn font_widths(doc: &lopdf::Document, font: &Dictionary) -> Option<(i64, Vec<f32>)> {
     let first = font.get(b"FirstChar").ok()?.as_i64().ok()?;
-    let widths = doc.dereference(font.get(b"Widths").ok()?).ok()?.1.as_array().ok()?;
-    Some((first, widths.iter().map(|w| num(doc.dereference(w).map(|x| x.1).unwrap_or(w))).collect()))
+    let widths = doc
+        .dereference(font.get(b"Widths").ok()?)
+        .ok()?
+        .1
+        .as_array()
+        .ok()?;
+    Some((
+        first,
+        widths
+            .iter()
+            .map(|w| num(doc.dereference(w).map(|x| x.1).unwrap_or(w)))
+            .collect(),
+    ))
 }
 
 struct TextState {
@@ -96,12 +107,20 @@ impl TextState {
         for &b in bytes {
             let trm = mul(&self.tm, ctm);
             let (x, y) = apply(&trm, 0.0, self.rise);
-            let advance = (self.width(b) / 1000.0 * self.size + self.char_spacing
+            let advance = (self.width(b) / 1000.0 * self.size
+                + self.char_spacing
                 + if b == b' ' { self.word_spacing } else { 0.0 })
                 * self.scale;
             let (x_end, _) = apply(&trm, advance, self.rise);
-            let size = self.size * (trm[2] * trm[2] + trm[3] * trm[3]).sqrt().max(f32::EPSILON) / 1.0;
-            out.push(Glyph { byte: b, x, y, x_end, size: size.abs() });
+            let size =
+                self.size * (trm[2] * trm[2] + trm[3] * trm[3]).sqrt().max(f32::EPSILON) / 1.0;
+            out.push(Glyph {
+                byte: b,
+                x,
+                y,
+                x_end,
+                size: size.abs(),
+            });
             self.tm = mul(&[1.0, 0.0, 0.0, 1.0, advance, 0.0], &self.tm);
         }
     }
@@ -120,11 +139,19 @@ impl TextState {
 /// Every glyph drawn by a page's content stream (XObjects are not entered).
 fn page_glyphs(pdf: &ParsedPdf, page_id: ObjectId) -> Vec<Glyph> {
     let doc = &pdf.doc;
-    let Ok(data) = doc.get_page_content_with_limit(page_id, 64 << 20) else { return Vec::new() };
-    let Ok(content) = Content::decode(&data) else { return Vec::new() };
+    let Ok(data) = doc.get_page_content_with_limit(page_id, 64 << 20) else {
+        return Vec::new();
+    };
+    let Ok(content) = Content::decode(&data) else {
+        return Vec::new();
+    };
     let fonts: HashMap<Vec<u8>, Option<(i64, Vec<f32>)>> = doc
         .get_page_fonts(page_id)
-        .map(|f| f.into_iter().map(|(name, dict)| (name, font_widths(doc, dict))).collect())
+        .map(|f| {
+            f.into_iter()
+                .map(|(name, dict)| (name, font_widths(doc, dict)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut glyphs = Vec::new();
     let mut ctm = IDENTITY;
@@ -153,7 +180,10 @@ fn page_glyphs(pdf: &ParsedPdf, page_id: ObjectId) -> Vec<Glyph> {
             }
             "Tf" if o.len() == 2 => {
                 ts.size = n(1);
-                ts.widths = o[0].as_name().ok().and_then(|name| fonts.get(name).cloned().flatten());
+                ts.widths = o[0]
+                    .as_name()
+                    .ok()
+                    .and_then(|name| fonts.get(name).cloned().flatten());
             }
             "Tc" => ts.char_spacing = n(0),
             "Tw" => ts.word_spacing = n(0),

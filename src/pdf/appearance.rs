@@ -9,7 +9,8 @@ use qrcode::{EcLevel, QrCode};
 use std::fmt::Write as _;
 
 /// The footer required on Indonesian electronically signed letters.
-pub const FOOTER: &str = "Dokumen ini telah ditandatangani secara elektronik menggunakan sertifikat elektronik";
+pub const FOOTER: &str =
+    "Dokumen ini telah ditandatangani secara elektronik menggunakan sertifikat elektronik";
 
 /// What the stamp says.
 #[derive(Debug, Clone, Default)]
@@ -59,14 +60,20 @@ fn literal(bytes: &[u8]) -> String {
 }
 
 fn text_line(out: &mut String, font: Font, size: f32, x: f32, y: f32, text: &str) {
-    let _ = writeln!(out, "BT /{} {size:.2} Tf {x:.2} {y:.2} Td {} Tj ET", font.resource(), literal(&win_ansi(text)));
+    let _ = writeln!(
+        out,
+        "BT /{} {size:.2} Tf {x:.2} {y:.2} Td {} Tj ET",
+        font.resource(),
+        literal(&win_ansi(text))
+    );
 }
 
 /// Dark modules of a QR code as filled rectangles in a `size`-point square at (x, y), with
 /// horizontal runs merged.
 fn qr_ops(out: &mut String, url: &str, x: f32, y: f32, size: f32) -> Result<(), PdfError> {
-    let code = QrCode::with_error_correction_level(url.as_bytes(), EcLevel::M)
-        .map_err(|e| PdfError::Placement(format!("the verification URL does not fit a QR code: {e}")))?;
+    let code = QrCode::with_error_correction_level(url.as_bytes(), EcLevel::M).map_err(|e| {
+        PdfError::Placement(format!("the verification URL does not fit a QR code: {e}"))
+    })?;
     let n = code.width();
     let colors = code.to_colors();
     // One module of quiet zone on each side; the white stamp background provides the rest.
@@ -82,7 +89,11 @@ fn qr_ops(out: &mut String, url: &str, x: f32, y: f32, size: f32) -> Result<(), 
                 }
                 let rx = x + module * (start as f32 + 1.0);
                 let ry = y + size - module * (row as f32 + 2.0);
-                let _ = writeln!(out, "{rx:.3} {ry:.3} {:.3} {module:.3} re", module * (col - start) as f32);
+                let _ = writeln!(
+                    out,
+                    "{rx:.3} {ry:.3} {:.3} {module:.3} re",
+                    module * (col - start) as f32
+                );
             } else {
                 col += 1;
             }
@@ -98,7 +109,10 @@ fn font_resources() -> Dictionary {
         let mut d = Dictionary::new();
         d.set("Type", Object::Name(b"Font".to_vec()));
         d.set("Subtype", Object::Name(b"Type1".to_vec()));
-        d.set("BaseFont", Object::Name(font.base_font().as_bytes().to_vec()));
+        d.set(
+            "BaseFont",
+            Object::Name(font.base_font().as_bytes().to_vec()),
+        );
         d.set("Encoding", Object::Name(b"WinAnsiEncoding".to_vec()));
         fonts.set(font.resource(), Object::Dictionary(d));
     }
@@ -111,7 +125,15 @@ fn form_xobject(width: f32, height: f32, content: String) -> Stream {
     let mut dict = Dictionary::new();
     dict.set("Type", Object::Name(b"XObject".to_vec()));
     dict.set("Subtype", Object::Name(b"Form".to_vec()));
-    dict.set("BBox", Object::Array(vec![0.into(), 0.into(), Object::Real(width), Object::Real(height)]));
+    dict.set(
+        "BBox",
+        Object::Array(vec![
+            0.into(),
+            0.into(),
+            Object::Real(width),
+            Object::Real(height),
+        ]),
+    );
     dict.set("Resources", Object::Dictionary(font_resources()));
     Stream::new(dict, content.into_bytes())
 }
@@ -119,24 +141,42 @@ fn form_xobject(width: f32, height: f32, content: String) -> Stream {
 /// The full signature stamp in a `width` × `height` point box.
 pub fn signature_stamp(text: &StampText, width: f32, height: f32) -> Result<Stream, PdfError> {
     if !(width >= 60.0 && height >= 30.0) {
-        return Err(PdfError::Placement(format!("a {width}×{height} pt stamp is too small (at least 60×30)")));
+        return Err(PdfError::Placement(format!(
+            "a {width}×{height} pt stamp is too small (at least 60×30)"
+        )));
     }
     let pad = (height.min(width) * 0.04).clamp(2.0, 6.0);
     let mut c = String::new();
     // Opaque background that also covers an anchor tag under the stamp, then a thin frame.
     let _ = writeln!(c, "q 1 1 1 rg 0 0 {width:.2} {height:.2} re f");
-    let _ = writeln!(c, "0.45 0.45 0.45 RG 0.6 w 0.3 0.3 {:.2} {:.2} re S Q", width - 0.6, height - 0.6);
+    let _ = writeln!(
+        c,
+        "0.45 0.45 0.45 RG 0.6 w 0.3 0.3 {:.2} {:.2} re S Q",
+        width - 0.6,
+        height - 0.6
+    );
 
     // Footer across the bottom.
     let footer_size = (height * 0.06).clamp(4.0, 6.5);
-    let footer_lines = wrap(Font::Helvetica, &text.footer(), footer_size, width - 2.0 * pad);
+    let footer_lines = wrap(
+        Font::Helvetica,
+        &text.footer(),
+        footer_size,
+        width - 2.0 * pad,
+    );
     let footer_height = footer_lines.len() as f32 * footer_size * 1.15;
     c.push_str("0.2 0.2 0.2 rg\n");
     for (i, line) in footer_lines.iter().enumerate() {
         let y = pad + footer_height - (i as f32 + 1.0) * footer_size * 1.15 + footer_size * 0.25;
         text_line(&mut c, Font::Helvetica, footer_size, pad, y, line);
     }
-    let _ = writeln!(c, "0.6 0.6 0.6 RG 0.4 w {pad:.2} {:.2} m {:.2} {:.2} l S", pad + footer_height + 1.0, width - pad, pad + footer_height + 1.0);
+    let _ = writeln!(
+        c,
+        "0.6 0.6 0.6 RG 0.4 w {pad:.2} {:.2} m {:.2} {:.2} l S",
+        pad + footer_height + 1.0,
+        width - pad,
+        pad + footer_height + 1.0
+    );
 
     // QR code at the left of the upper area.
     let upper_bottom = pad + footer_height + 2.0;
@@ -154,7 +194,11 @@ pub fn signature_stamp(text: &StampText, width: f32, height: f32) -> Result<Stre
     let lines = loop {
         let mut lines: Vec<(Font, f32, String)> = Vec::new();
         let small = size * 0.8;
-        lines.push((Font::Helvetica, small, "Ditandatangani secara elektronik oleh:".into()));
+        lines.push((
+            Font::Helvetica,
+            small,
+            "Ditandatangani secara elektronik oleh:".into(),
+        ));
         if let Some(t) = &text.title {
             for l in wrap(Font::Helvetica, t, size, text_width) {
                 lines.push((Font::Helvetica, size, l));
@@ -168,7 +212,10 @@ pub fn signature_stamp(text: &StampText, width: f32, height: f32) -> Result<Stre
         }
         lines.push((Font::Helvetica, small, text.time_text.clone()));
         let total: f32 = lines.iter().map(|(_, s, _)| s * 1.2).sum();
-        let widest = lines.iter().map(|(f, s, l)| f.text_width(l, *s)).fold(0.0, f32::max);
+        let widest = lines
+            .iter()
+            .map(|(f, s, l)| f.text_width(l, *s))
+            .fold(0.0, f32::max);
         if (total <= upper && widest <= text_width) || size <= 4.0 {
             break lines;
         }
@@ -185,9 +232,16 @@ pub fn signature_stamp(text: &StampText, width: f32, height: f32) -> Result<Stre
 }
 
 /// A small initials (paraf) stamp: the reviewer's initials and the date.
-pub fn initials_stamp(initials: &str, date_text: &str, width: f32, height: f32) -> Result<Stream, PdfError> {
+pub fn initials_stamp(
+    initials: &str,
+    date_text: &str,
+    width: f32,
+    height: f32,
+) -> Result<Stream, PdfError> {
     if !(width >= 20.0 && height >= 12.0) {
-        return Err(PdfError::Placement(format!("a {width}×{height} pt initials stamp is too small (at least 20×12)")));
+        return Err(PdfError::Placement(format!(
+            "a {width}×{height} pt initials stamp is too small (at least 20×12)"
+        )));
     }
     let mut c = String::new();
     let _ = writeln!(c, "q 1 1 1 rg 0 0 {width:.2} {height:.2} re f Q");
@@ -195,9 +249,23 @@ pub fn initials_stamp(initials: &str, date_text: &str, width: f32, height: f32) 
     let small = (height * 0.2).clamp(3.5, 6.0);
     c.push_str("0 0 0.5 rg\n");
     let w = Font::HelveticaBold.text_width(initials, big);
-    text_line(&mut c, Font::HelveticaBold, big, ((width - w) / 2.0).max(1.0), height - big - 1.0, initials);
+    text_line(
+        &mut c,
+        Font::HelveticaBold,
+        big,
+        ((width - w) / 2.0).max(1.0),
+        height - big - 1.0,
+        initials,
+    );
     let w = Font::Helvetica.text_width(date_text, small);
-    text_line(&mut c, Font::Helvetica, small, ((width - w) / 2.0).max(1.0), 2.0, date_text);
+    text_line(
+        &mut c,
+        Font::Helvetica,
+        small,
+        ((width - w) / 2.0).max(1.0),
+        2.0,
+        date_text,
+    );
     Ok(form_xobject(width, height, c))
 }
 
@@ -223,7 +291,14 @@ mod tests {
         };
         let s = signature_stamp(&text, 240.0, 100.0).unwrap();
         let body = String::from_utf8_lossy(&s.content).to_string();
-        for needle in ["Budi Santoso", "Kepala Biro Umum", "NIP. 197001012000031001", "WIB", " re", "Dokumen ini"] {
+        for needle in [
+            "Budi Santoso",
+            "Kepala Biro Umum",
+            "NIP. 197001012000031001",
+            "WIB",
+            " re",
+            "Dokumen ini",
+        ] {
             assert!(body.contains(needle), "{needle} missing");
         }
         assert!(signature_stamp(&text, 10.0, 10.0).is_err());

@@ -50,11 +50,18 @@ fn same(a: &Object, b: &Object, old: (&ParsedPdf, &[u8]), new: (&ParsedPdf, &[u8
                 if s.content.len() <= 1 {
                     if let Some(pos) = s.start_position {
                         if let Some(&(_, len)) = pdf.bulk.iter().find(|(o, _)| *o == pos) {
-                            return ring::digest::digest(&ring::digest::SHA256, &bytes[pos..pos + len]).as_ref().to_vec();
+                            return ring::digest::digest(
+                                &ring::digest::SHA256,
+                                &bytes[pos..pos + len],
+                            )
+                            .as_ref()
+                            .to_vec();
                         }
                     }
                 }
-                ring::digest::digest(&ring::digest::SHA256, &s.content).as_ref().to_vec()
+                ring::digest::digest(&ring::digest::SHA256, &s.content)
+                    .as_ref()
+                    .to_vec()
             };
             let mut dx = x.dict.clone();
             let mut dy = y.dict.clone();
@@ -121,7 +128,11 @@ fn roles(pdf: &ParsedPdf) -> Roles {
         fields_array: None,
     };
     for (name, id, dict) in pdf.fields().unwrap_or_default() {
-        if dict.get(b"FT").and_then(Object::as_name).is_ok_and(|f| f == b"Sig") {
+        if dict
+            .get(b"FT")
+            .and_then(Object::as_name)
+            .is_ok_and(|f| f == b"Sig")
+        {
             r.sig_fields.insert(id, name);
         } else {
             r.other_fields.insert(id, name);
@@ -129,14 +140,22 @@ fn roles(pdf: &ParsedPdf) -> Roles {
     }
     for (i, page_id) in pdf.pages().into_iter().enumerate() {
         r.pages.insert(page_id, i + 1);
-        let Ok(page) = pdf.doc.get_dictionary(page_id) else { continue };
+        let Ok(page) = pdf.doc.get_dictionary(page_id) else {
+            continue;
+        };
         if let Ok(Object::Reference(a)) = page.get(b"Annots") {
             r.annots_arrays.insert(*a, page_id);
         }
-        let annots = page.get(b"Annots").ok().and_then(|a| pdf.doc.dereference(a).ok()).and_then(|(_, a)| a.as_array().ok());
+        let annots = page
+            .get(b"Annots")
+            .ok()
+            .and_then(|a| pdf.doc.dereference(a).ok())
+            .and_then(|(_, a)| a.as_array().ok());
         for a in annots.into_iter().flatten() {
             let Ok(id) = a.as_reference() else { continue };
-            let Ok(d) = pdf.doc.get_dictionary(id) else { continue };
+            let Ok(d) = pdf.doc.get_dictionary(id) else {
+                continue;
+            };
             if subtype(d) == Some(b"Widget") {
                 r.widgets.insert(id);
                 if let Ok(ap) = d.get(b"AP") {
@@ -202,7 +221,11 @@ struct Judge<'a> {
 impl Judge<'_> {
     fn push(&mut self, id: ObjectId, allowed: bool, description: String) {
         let revision = (self.revision_of)(id);
-        let m = Modification { revision, description, allowed };
+        let m = Modification {
+            revision,
+            description,
+            allowed,
+        };
         if !self.out.contains(&m) {
             self.out.push(m);
         }
@@ -212,16 +235,28 @@ impl Judge<'_> {
     fn annots(&mut self, id: ObjectId, page: usize, old: Vec<ObjectId>, new: Vec<ObjectId>) {
         for a in new.iter().filter(|a| !old.contains(a)) {
             if let Some(name) = self.roles.sig_fields.get(a).cloned() {
-                self.push(id, self.perm.signing(), format!("signature field {name} added on page {page}"));
+                self.push(
+                    id,
+                    self.perm.signing(),
+                    format!("signature field {name} added on page {page}"),
+                );
             } else if self.roles.widgets.contains(a) {
                 self.push(id, false, format!("form field widget added on page {page}"));
             } else {
-                self.push(id, self.perm.annotations(), format!("annotation added on page {page}"));
+                self.push(
+                    id,
+                    self.perm.annotations(),
+                    format!("annotation added on page {page}"),
+                );
             }
         }
         for a in old.iter().filter(|a| !new.contains(a)) {
             let _ = a;
-            self.push(id, self.perm.annotations(), format!("annotation removed from page {page}"));
+            self.push(
+                id,
+                self.perm.annotations(),
+                format!("annotation removed from page {page}"),
+            );
         }
     }
 
@@ -238,14 +273,27 @@ impl Judge<'_> {
     }
 
     fn object(&mut self, id: ObjectId, before: &Object, after: &Object) {
-        let (Ok(a), Ok(b)) = (before.as_dict().or_else(|_| before.as_stream().map(|s| &s.dict)), after.as_dict().or_else(|_| after.as_stream().map(|s| &s.dict))) else {
+        let (Ok(a), Ok(b)) = (
+            before
+                .as_dict()
+                .or_else(|_| before.as_stream().map(|s| &s.dict)),
+            after
+                .as_dict()
+                .or_else(|_| after.as_stream().map(|s| &s.dict)),
+        ) else {
             // Arrays: /Fields or /Annots held indirectly.
             if Some(id) == self.roles.fields_array {
-                let (o, n) = (ref_list(self.old, Some(before)), ref_list(self.new, Some(after)));
+                let (o, n) = (
+                    ref_list(self.old, Some(before)),
+                    ref_list(self.new, Some(after)),
+                );
                 self.fields(id, o, n);
             } else if let Some(page) = self.roles.annots_arrays.get(&id).copied() {
                 let n = self.roles.pages.get(&page).copied().unwrap_or(0);
-                let (o, nw) = (ref_list(self.old, Some(before)), ref_list(self.new, Some(after)));
+                let (o, nw) = (
+                    ref_list(self.old, Some(before)),
+                    ref_list(self.new, Some(after)),
+                );
                 self.annots(id, n, o, nw);
             } else {
                 self.push(id, false, format!("object {} changed", id.0));
@@ -261,12 +309,16 @@ impl Judge<'_> {
             for k in &keys {
                 match k.as_str() {
                     "AcroForm" => {
-                        if let (Ok(Object::Dictionary(fa)), Ok(Object::Dictionary(fb))) = (a.get(b"AcroForm"), b.get(b"AcroForm")) {
+                        if let (Ok(Object::Dictionary(fa)), Ok(Object::Dictionary(fb))) =
+                            (a.get(b"AcroForm"), b.get(b"AcroForm"))
+                        {
                             self.form(id, fa, fb);
                         }
                     }
                     "DSS" => self.push(id, true, "validation data (DSS) added".into()),
-                    "Extensions" | "Version" => self.push(id, true, format!("catalog /{k} updated")),
+                    "Extensions" | "Version" => {
+                        self.push(id, true, format!("catalog /{k} updated"))
+                    }
                     "Metadata" => self.push(id, true, "XMP metadata replaced".into()),
                     other => self.push(id, false, format!("catalog entry /{other} changed")),
                 }
@@ -280,29 +332,68 @@ impl Judge<'_> {
         if let Some(page) = self.roles.pages.get(&id).copied() {
             for k in &keys {
                 if k == "Annots" {
-                    let (o, n) = (ref_list(self.old, a.get(b"Annots").ok()), ref_list(self.new, b.get(b"Annots").ok()));
+                    let (o, n) = (
+                        ref_list(self.old, a.get(b"Annots").ok()),
+                        ref_list(self.new, b.get(b"Annots").ok()),
+                    );
                     self.annots(id, page, o, n);
                 } else {
-                    self.push(id, false, format!("page {page}: /{k} changed (content, resources or geometry)"));
+                    self.push(
+                        id,
+                        false,
+                        format!("page {page}: /{k} changed (content, resources or geometry)"),
+                    );
                 }
             }
             return;
         }
         if let Some(name) = self.roles.sig_fields.get(&id).cloned() {
-            let signing = keys.iter().all(|k| ["V", "AP", "AS", "F", "MK"].contains(&k.as_str()));
+            let signing = keys
+                .iter()
+                .all(|k| ["V", "AP", "AS", "F", "MK"].contains(&k.as_str()));
             if keys.contains("V") && a.get(b"V").is_err() && signing {
-                self.push(id, self.perm.signing(), format!("signature field {name} signed"));
+                self.push(
+                    id,
+                    self.perm.signing(),
+                    format!("signature field {name} signed"),
+                );
             } else if !keys.is_empty() {
-                self.push(id, false, format!("signature field {name} changed ({})", keys.iter().cloned().collect::<Vec<_>>().join(", ")));
+                self.push(
+                    id,
+                    false,
+                    format!(
+                        "signature field {name} changed ({})",
+                        keys.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
             return;
         }
         if self.roles.other_fields.contains_key(&id) || (self.roles.widgets.contains(&id)) {
-            let name = self.roles.other_fields.get(&id).cloned().unwrap_or_else(|| "(widget)".into());
-            if keys.iter().all(|k| ["V", "AP", "AS", "MK"].contains(&k.as_str())) {
-                self.push(id, self.perm.form_filling(), format!("form field {name} filled in"));
+            let name = self
+                .roles
+                .other_fields
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| "(widget)".into());
+            if keys
+                .iter()
+                .all(|k| ["V", "AP", "AS", "MK"].contains(&k.as_str()))
+            {
+                self.push(
+                    id,
+                    self.perm.form_filling(),
+                    format!("form field {name} filled in"),
+                );
             } else {
-                self.push(id, false, format!("form field {name} changed ({})", keys.iter().cloned().collect::<Vec<_>>().join(", ")));
+                self.push(
+                    id,
+                    false,
+                    format!(
+                        "form field {name} changed ({})",
+                        keys.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
             return;
         }
@@ -319,7 +410,11 @@ impl Judge<'_> {
             return;
         }
         if self.roles.widget_ap_streams.contains(&id) {
-            self.push(id, self.perm.form_filling(), "form field appearance updated".into());
+            self.push(
+                id,
+                self.perm.form_filling(),
+                "form field appearance updated".into(),
+            );
             return;
         }
         let what = match (kind.as_deref(), subtype(b)) {
@@ -335,11 +430,18 @@ impl Judge<'_> {
         for k in changed_keys(a, b) {
             match k.as_str() {
                 "Fields" => {
-                    let (o, n) = (ref_list(self.old, a.get(b"Fields").ok()), ref_list(self.new, b.get(b"Fields").ok()));
+                    let (o, n) = (
+                        ref_list(self.old, a.get(b"Fields").ok()),
+                        ref_list(self.new, b.get(b"Fields").ok()),
+                    );
                     self.fields(id, o, n);
                 }
                 "SigFlags" | "DR" | "DA" | "NeedAppearances" => {}
-                other => self.push(id, false, format!("interactive form entry /{other} changed")),
+                other => self.push(
+                    id,
+                    false,
+                    format!("interactive form entry /{other} changed"),
+                ),
             }
         }
     }
@@ -354,11 +456,20 @@ pub fn analyse(
     revision_of: &dyn Fn(ObjectId) -> usize,
 ) -> Vec<Modification> {
     let roles = roles(new.0);
-    let mut judge = Judge { old: old.0, new: new.0, roles, perm, out: Vec::new(), revision_of };
+    let mut judge = Judge {
+        old: old.0,
+        new: new.0,
+        roles,
+        perm,
+        out: Vec::new(),
+        revision_of,
+    };
     let mut ids: Vec<&ObjectId> = new.0.doc.objects.keys().collect();
     ids.sort();
     for id in ids {
-        let Ok(after) = new.0.doc.get_object(*id) else { continue };
+        let Ok(after) = new.0.doc.get_object(*id) else {
+            continue;
+        };
         match old.0.doc.objects.get(id) {
             Some(before) if !same(before, after, old, new) => judge.object(*id, before, after),
             _ => {}
@@ -372,7 +483,10 @@ pub fn analyse(
     if perm.0 <= 1 {
         // P=1: only validation data and document time-stamps may follow (ISO 32000-2 §12.8.2.2.2).
         for m in &mut judge.out {
-            if !(m.description.contains("DSS") || m.description.contains("/Info") || m.description.contains("XMP")) {
+            if !(m.description.contains("DSS")
+                || m.description.contains("/Info")
+                || m.description.contains("XMP"))
+            {
                 m.allowed = false;
             }
         }

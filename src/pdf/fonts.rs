@@ -59,7 +59,12 @@ impl Font {
 
     /// Width of `text` at `size` points.
     pub fn text_width(self, text: &str, size: f32) -> f32 {
-        win_ansi(text).iter().map(|&c| f32::from(self.code_width(c))).sum::<f32>() * size / 1000.0
+        win_ansi(text)
+            .iter()
+            .map(|&c| f32::from(self.code_width(c)))
+            .sum::<f32>()
+            * size
+            / 1000.0
     }
 }
 
@@ -94,7 +99,11 @@ pub fn wrap(font: Font, text: &str, size: f32, width: f32) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
-        let candidate = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
+        let candidate = if line.is_empty() {
+            word.to_string()
+        } else {
+            format!("{line} {word}")
+        };
         if font.text_width(&candidate, size) <= width || line.is_empty() {
             line = candidate;
         } else {
@@ -122,11 +131,19 @@ mod tests {
 
     #[test]
     fn wrap_never_exceeds_the_width_unless_a_word_is_longer() {
-        let lines = wrap(Font::Helvetica, "Dokumen ini telah ditandatangani secara elektronik", 8.0, 80.0);
+        let lines = wrap(
+            Font::Helvetica,
+            "Dokumen ini telah ditandatangani secara elektronik",
+            8.0,
+            80.0,
+        );
         assert!(lines.len() > 1);
         for l in &lines {
             assert!(Font::Helvetica.text_width(l, 8.0) <= 80.0 || !l.contains(' '));
         }
-        assert_eq!(lines.join(" "), "Dokumen ini telah ditandatangani secara elektronik");
+        assert_eq!(
+            lines.join(" "),
+            "Dokumen ini telah ditandatangani secara elektronik"
+        );
     }
 }

@@ -23,17 +23,25 @@ pub enum PdfError {
     NotPdf,
     #[error("the file is truncated or has no valid trailer: {0}")]
     Truncated(String),
-    #[error("the cross-reference data is damaged ({0}); refusing to append to a file that needs repair")]
+    #[error(
+        "the cross-reference data is damaged ({0}); refusing to append to a file that needs repair"
+    )]
     XrefDamaged(String),
     #[error("the document is encrypted; decrypt it before signing")]
     Encrypted,
     #[error("the PDF cannot be parsed: {0}")]
     Malformed(String),
-    #[error("the document is certified with DocMDP P=1 (no changes allowed); it cannot be signed again")]
+    #[error(
+        "the document is certified with DocMDP P=1 (no changes allowed); it cannot be signed again"
+    )]
     CertifiedNoChanges,
-    #[error("the document is certified (DocMDP P={0}): a new visible signature field is not permitted after certification; sign an existing empty field (--field) or sign invisibly")]
+    #[error(
+        "the document is certified (DocMDP P={0}): a new visible signature field is not permitted after certification; sign an existing empty field (--field) or sign invisibly"
+    )]
     CertifiedNewVisibleField(i64),
-    #[error("a certification signature must be the first signature; this document is already signed")]
+    #[error(
+        "a certification signature must be the first signature; this document is already signed"
+    )]
     CertifyAfterSignature,
     #[error("signature field {0:?} already exists and is signed")]
     FieldSigned(String),

@@ -36,7 +36,8 @@ pub struct ParsedPdf {
 pub fn find_startxref(bytes: &[u8]) -> Result<(usize, usize), PdfError> {
     let tail_start = bytes.len().saturating_sub(2048);
     let tail = &bytes[tail_start..];
-    let eof = rfind(tail, b"%%EOF").ok_or_else(|| PdfError::Truncated("no %%EOF marker at the end".into()))?;
+    let eof = rfind(tail, b"%%EOF")
+        .ok_or_else(|| PdfError::Truncated("no %%EOF marker at the end".into()))?;
     let kw = rfind(&tail[..eof], b"startxref")
         .ok_or_else(|| PdfError::Truncated("no startxref before the last %%EOF".into()))?;
     let digits: String = tail[kw + 9..eof]
@@ -44,10 +45,13 @@ pub fn find_startxref(bytes: &[u8]) -> Result<(usize, usize), PdfError> {
         .map(|&b| b as char)
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    let offset: usize =
-        digits.parse().map_err(|_| PdfError::Truncated(format!("startxref value {digits:?} is not a number")))?;
+    let offset: usize = digits
+        .parse()
+        .map_err(|_| PdfError::Truncated(format!("startxref value {digits:?} is not a number")))?;
     if offset >= bytes.len() {
-        return Err(PdfError::XrefDamaged(format!("startxref {offset} points past the end of the file")));
+        return Err(PdfError::XrefDamaged(format!(
+            "startxref {offset} points past the end of the file"
+        )));
     }
     Ok((offset, tail_start + kw))
 }
@@ -83,7 +87,9 @@ fn xref_kind_at(bytes: &[u8], offset: usize) -> Result<XrefKind, PdfError> {
     if is_obj {
         Ok(XrefKind::Stream)
     } else {
-        Err(PdfError::XrefDamaged(format!("startxref {offset} does not point at a cross-reference section")))
+        Err(PdfError::XrefDamaged(format!(
+            "startxref {offset} does not point at a cross-reference section"
+        )))
     }
 }
 
@@ -124,7 +130,11 @@ impl ParsedPdf {
         Ok(parsed)
     }
 
-    fn parse_with(bytes: &[u8], filter: Option<lopdf::FilterFunc>, strict: bool) -> Result<Self, PdfError> {
+    fn parse_with(
+        bytes: &[u8],
+        filter: Option<lopdf::FilterFunc>,
+        strict: bool,
+    ) -> Result<Self, PdfError> {
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
@@ -141,7 +151,10 @@ impl ParsedPdf {
             }
             Err(e) => return Err(e),
         };
-        let options = lopdf::LoadOptions { filter, ..Default::default() };
+        let options = lopdf::LoadOptions {
+            filter,
+            ..Default::default()
+        };
         let doc = Document::load_mem_with_options(bytes, options).map_err(|e| {
             if find(bytes, b"/Encrypt").is_some() {
                 PdfError::Encrypted
@@ -177,20 +190,35 @@ impl ParsedPdf {
             .and_then(|s| u32::try_from(s).ok())
             .ok_or_else(|| PdfError::Malformed("the trailer has no valid /Size".into()))?;
         let size = size.max(doc.max_id + 1);
-        let root = trailer.get(b"Root").and_then(Object::as_reference).map_err(|_| {
-            PdfError::Malformed("the trailer has no /Root reference".into())
-        })?;
+        let root = trailer
+            .get(b"Root")
+            .and_then(Object::as_reference)
+            .map_err(|_| PdfError::Malformed("the trailer has no /Root reference".into()))?;
         if doc.get_dictionary(root).is_err() {
             // The trailer names a catalog the cross-reference data does not locate.
-            return Err(PdfError::XrefDamaged(format!("catalog {} {} R cannot be read at its recorded offset", root.0, root.1)));
+            return Err(PdfError::XrefDamaged(format!(
+                "catalog {} {} R cannot be read at its recorded offset",
+                root.0, root.1
+            )));
         }
-        Ok(ParsedPdf { doc, startxref, xref_kind, trailer, size, bulk: Vec::new(), warnings })
+        Ok(ParsedPdf {
+            doc,
+            startxref,
+            xref_kind,
+            trailer,
+            size,
+            bulk: Vec::new(),
+            warnings,
+        })
     }
 
     /// The catalog's object id.
     pub fn root_id(&self) -> ObjectId {
         // `parse` checked /Root is a reference to a dictionary.
-        self.trailer.get(b"Root").and_then(Object::as_reference).unwrap_or((0, 0))
+        self.trailer
+            .get(b"Root")
+            .and_then(Object::as_reference)
+            .unwrap_or((0, 0))
     }
 
     /// The catalog dictionary.
@@ -225,27 +253,52 @@ impl ParsedPdf {
     /// All terminal form fields: (fully qualified name, field object id, merged dictionary).
     pub fn fields(&self) -> Result<Vec<(String, ObjectId, Dictionary)>, PdfError> {
         let mut out = Vec::new();
-        let Some((_, form)) = self.acro_form()? else { return Ok(out) };
-        let Ok(fields) = form.get(b"Fields") else { return Ok(out) };
-        let fields = self.resolve(fields)?.as_array().map_err(|_| PdfError::Malformed("/Fields is not an array".into()))?;
-        let mut stack: Vec<(String, Object, u32)> =
-            fields.iter().rev().map(|f| (String::new(), f.clone(), 0)).collect();
+        let Some((_, form)) = self.acro_form()? else {
+            return Ok(out);
+        };
+        let Ok(fields) = form.get(b"Fields") else {
+            return Ok(out);
+        };
+        let fields = self
+            .resolve(fields)?
+            .as_array()
+            .map_err(|_| PdfError::Malformed("/Fields is not an array".into()))?;
+        let mut stack: Vec<(String, Object, u32)> = fields
+            .iter()
+            .rev()
+            .map(|f| (String::new(), f.clone(), 0))
+            .collect();
         while let Some((prefix, obj, depth)) = stack.pop() {
             if depth > 32 {
-                return Err(PdfError::Malformed("form field tree nested deeper than 32".into()));
+                return Err(PdfError::Malformed(
+                    "form field tree nested deeper than 32".into(),
+                ));
             }
             let Ok(id) = obj.as_reference() else { continue };
-            let Ok(dict) = self.doc.get_dictionary(id) else { continue };
-            let partial = dict.get(b"T").ok().and_then(|t| t.as_str().ok()).map(decode_text_string);
+            let Ok(dict) = self.doc.get_dictionary(id) else {
+                continue;
+            };
+            let partial = dict
+                .get(b"T")
+                .ok()
+                .and_then(|t| t.as_str().ok())
+                .map(decode_text_string);
             let name = match (&partial, prefix.is_empty()) {
                 (Some(p), true) => p.clone(),
                 (Some(p), false) => format!("{prefix}.{p}"),
                 (None, _) => prefix.clone(),
             };
-            let kids = dict.get(b"Kids").ok().and_then(|k| self.resolve(k).ok()).and_then(|k| k.as_array().ok());
+            let kids = dict
+                .get(b"Kids")
+                .ok()
+                .and_then(|k| self.resolve(k).ok())
+                .and_then(|k| k.as_array().ok());
             let has_field_kids = kids.is_some_and(|kids| {
                 kids.iter().any(|k| {
-                    k.as_reference().ok().and_then(|id| self.doc.get_dictionary(id).ok()).is_some_and(|d| d.has(b"T"))
+                    k.as_reference()
+                        .ok()
+                        .and_then(|id| self.doc.get_dictionary(id).ok())
+                        .is_some_and(|d| d.has(b"T"))
                 })
             });
             if let (Some(kids), true) = (kids, has_field_kids) {
@@ -263,17 +316,42 @@ impl ParsedPdf {
     /// (ISO 32000-1 §12.8.2.2: /Perms /DocMDP and the signature's /Reference /TransformParams /P).
     pub fn docmdp_permission(&self) -> Result<Option<i64>, PdfError> {
         let catalog = self.catalog()?;
-        let Ok(perms) = catalog.get(b"Perms") else { return Ok(None) };
-        let Ok(perms) = self.resolve(perms)?.as_dict() else { return Ok(None) };
-        let Ok(sig) = perms.get(b"DocMDP") else { return Ok(None) };
-        let sig = self.resolve(sig)?.as_dict().map_err(|_| PdfError::Malformed("/Perms /DocMDP is not a dictionary".into()))?;
+        let Ok(perms) = catalog.get(b"Perms") else {
+            return Ok(None);
+        };
+        let Ok(perms) = self.resolve(perms)?.as_dict() else {
+            return Ok(None);
+        };
+        let Ok(sig) = perms.get(b"DocMDP") else {
+            return Ok(None);
+        };
+        let sig = self
+            .resolve(sig)?
+            .as_dict()
+            .map_err(|_| PdfError::Malformed("/Perms /DocMDP is not a dictionary".into()))?;
         let mut level = 2; // ISO 32000-1 Table 254: /P defaults to 2.
-        if let Ok(refs) = sig.get(b"Reference").and_then(|r| Ok(self.doc.dereference(r)?.1)).and_then(Object::as_array) {
+        if let Ok(refs) = sig
+            .get(b"Reference")
+            .and_then(|r| Ok(self.doc.dereference(r)?.1))
+            .and_then(Object::as_array)
+        {
             for r in refs {
-                let Ok(r) = self.resolve(r).and_then(|r| r.as_dict().map_err(PdfError::from)) else { continue };
-                let method = r.get(b"TransformMethod").and_then(Object::as_name).unwrap_or(b"");
+                let Ok(r) = self
+                    .resolve(r)
+                    .and_then(|r| r.as_dict().map_err(PdfError::from))
+                else {
+                    continue;
+                };
+                let method = r
+                    .get(b"TransformMethod")
+                    .and_then(Object::as_name)
+                    .unwrap_or(b"");
                 if method == b"DocMDP" {
-                    if let Ok(params) = r.get(b"TransformParams").and_then(|p| Ok(self.doc.dereference(p)?.1)).and_then(Object::as_dict) {
+                    if let Ok(params) = r
+                        .get(b"TransformParams")
+                        .and_then(|p| Ok(self.doc.dereference(p)?.1))
+                        .and_then(Object::as_dict)
+                    {
                         if let Ok(p) = params.get(b"P").and_then(Object::as_i64) {
                             level = p;
                         }
@@ -287,7 +365,10 @@ impl ParsedPdf {
     /// Whether any signature field already holds a signature value.
     pub fn has_signatures(&self) -> Result<bool, PdfError> {
         Ok(self.fields()?.iter().any(|(_, _, d)| {
-            d.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig") && d.has(b"V")
+            d.get(b"FT")
+                .and_then(Object::as_name)
+                .is_ok_and(|ft| ft == b"Sig")
+                && d.has(b"V")
         }))
     }
 }
@@ -337,7 +418,9 @@ fn bulk_streams(bytes: &[u8]) -> Vec<BulkStream> {
         }
         data += 1;
         let window_start = j.saturating_sub(4096);
-        let Some(l) = length_finder.rfind(&bytes[window_start..j]) else { continue };
+        let Some(l) = length_finder.rfind(&bytes[window_start..j]) else {
+            continue;
+        };
         let mut d = window_start + l + 7;
         if bytes.get(d).is_some_and(|b| b.is_ascii_alphanumeric()) {
             continue; // /Length1, /Length2, /LengthX
@@ -359,7 +442,12 @@ fn bulk_streams(bytes: &[u8]) -> Vec<BulkStream> {
         if bytes.get(after).is_some_and(u8::is_ascii_digit) {
             continue; // an indirect reference `N G R`
         }
-        let Ok(len) = std::str::from_utf8(&bytes[digits_start..d]).unwrap_or("x").parse::<usize>() else { continue };
+        let Ok(len) = std::str::from_utf8(&bytes[digits_start..d])
+            .unwrap_or("x")
+            .parse::<usize>()
+        else {
+            continue;
+        };
         if len < BULK_STREAM || data + len > bytes.len() {
             continue;
         }
@@ -370,7 +458,12 @@ fn bulk_streams(bytes: &[u8]) -> Vec<BulkStream> {
         if !bytes[end..].starts_with(b"endstream") {
             continue;
         }
-        found.push(BulkStream { data, len, digits: digits_start, digits_len: d - digits_start });
+        found.push(BulkStream {
+            data,
+            len,
+            digits: digits_start,
+            digits_len: d - digits_start,
+        });
         pos = end + 9;
     }
     found
@@ -408,8 +501,16 @@ fn lean_copy_of(bytes: &[u8], streams: &[BulkStream]) -> Option<Vec<u8>> {
 fn drop_bulk_data(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object)> {
     match object {
         Object::Stream(stream) => {
-            let bulky = stream.dict.get(b"Subtype").and_then(Object::as_name).is_ok_and(|s| s == b"Image")
-                || stream.dict.get(b"Type").and_then(Object::as_name).is_ok_and(|t| t == b"EmbeddedFile");
+            let bulky = stream
+                .dict
+                .get(b"Subtype")
+                .and_then(Object::as_name)
+                .is_ok_and(|s| s == b"Image")
+                || stream
+                    .dict
+                    .get(b"Type")
+                    .and_then(Object::as_name)
+                    .is_ok_and(|t| t == b"EmbeddedFile");
             if bulky && stream.content.len() > 1 {
                 stream.content = vec![0];
             }
@@ -423,7 +524,11 @@ fn drop_bulk_data(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object
 /// (read as Latin-1, which agrees on the printable range).
 pub fn decode_text_string(bytes: &[u8]) -> String {
     if bytes.len() >= 2 && bytes[0] == 0xFE && bytes[1] == 0xFF {
-        let units: Vec<u16> = bytes[2..].chunks(2).filter(|c| c.len() == 2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
         String::from_utf16_lossy(&units)
     } else {
         bytes.iter().map(|&b| b as char).collect()

@@ -35,7 +35,10 @@ pub enum Placement {
     Rect { page: u32, rect: [f32; 4] },
     /// Over the first occurrence of anchor text (e.g. `${ttd}`); the stamp's top-left corner sits
     /// at the anchor's top-left and the stamp covers it. Size defaults to the stamp's default.
-    Anchor { text: String, size: Option<(f32, f32)> },
+    Anchor {
+        text: String,
+        size: Option<(f32, f32)>,
+    },
 }
 
 /// Whether and how the signature shows on the page.
@@ -44,9 +47,15 @@ pub enum Visibility {
     /// No appearance: a zero rectangle widget on the first page (ISO 32000-1 §12.7.4.5).
     Invisible,
     /// The full stamp (name, title, NIP, time, QR, footer).
-    Stamp { placement: Placement, text: StampText },
+    Stamp {
+        placement: Placement,
+        text: StampText,
+    },
     /// A reviewer's small initials stamp (paraf).
-    Initials { placement: Placement, initials: String },
+    Initials {
+        placement: Placement,
+        initials: String,
+    },
 }
 
 /// Time zone used for /M and the stamp's displayed time.
@@ -60,7 +69,10 @@ pub struct DisplayZone {
 impl Default for DisplayZone {
     /// Western Indonesia Time (Asia/Jakarta, UTC+7, no daylight saving).
     fn default() -> Self {
-        DisplayZone { offset: UtcOffset::from_hms(7, 0, 0).expect("+07:00 is a valid offset"), label: "WIB".into() }
+        DisplayZone {
+            offset: UtcOffset::from_hms(7, 0, 0).expect("+07:00 is a valid offset"),
+            label: "WIB".into(),
+        }
     }
 }
 
@@ -78,21 +90,44 @@ impl DisplayZone {
                     Some(b'-') => -1,
                     _ => return Err(format!("unknown time zone {other:?}")),
                 };
-                let (hh, mm) = other[1..].split_once(':').ok_or_else(|| format!("time zone {other:?} is not ±HH:MM"))?;
-                let hh: i8 = hh.parse().map_err(|_| format!("time zone {other:?} is not ±HH:MM"))?;
-                let mm: i8 = mm.parse().map_err(|_| format!("time zone {other:?} is not ±HH:MM"))?;
-                let offset = UtcOffset::from_hms(sign * hh, sign * mm, 0).map_err(|e| e.to_string())?;
-                return Ok(DisplayZone { offset, label: format!("UTC{other}") });
+                let (hh, mm) = other[1..]
+                    .split_once(':')
+                    .ok_or_else(|| format!("time zone {other:?} is not ±HH:MM"))?;
+                let hh: i8 = hh
+                    .parse()
+                    .map_err(|_| format!("time zone {other:?} is not ±HH:MM"))?;
+                let mm: i8 = mm
+                    .parse()
+                    .map_err(|_| format!("time zone {other:?} is not ±HH:MM"))?;
+                let offset =
+                    UtcOffset::from_hms(sign * hh, sign * mm, 0).map_err(|e| e.to_string())?;
+                return Ok(DisplayZone {
+                    offset,
+                    label: format!("UTC{other}"),
+                });
             }
         };
-        Ok(DisplayZone { offset: UtcOffset::from_hms(h, 0, 0).map_err(|e| e.to_string())?, label: label.into() })
+        Ok(DisplayZone {
+            offset: UtcOffset::from_hms(h, 0, 0).map_err(|e| e.to_string())?,
+            label: label.into(),
+        })
     }
 
     /// "23 November 2026 10:15:30 WIB".
     pub fn format(&self, t: OffsetDateTime) -> String {
         const MONTHS: [&str; 12] = [
-            "Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus", "September", "Oktober",
-            "November", "Desember",
+            "Januari",
+            "Februari",
+            "Maret",
+            "April",
+            "Mei",
+            "Juni",
+            "Juli",
+            "Agustus",
+            "September",
+            "Oktober",
+            "November",
+            "Desember",
         ];
         let t = t.to_offset(self.offset);
         format!(
@@ -192,11 +227,22 @@ fn page_media_box(pdf: &ParsedPdf, page_id: ObjectId) -> [f32; 4] {
     let mut id = Some(page_id);
     for _ in 0..32 {
         let Some(cur) = id else { break };
-        let Ok(dict) = pdf.doc.get_dictionary(cur) else { break };
-        if let Ok(mb) = dict.get(b"MediaBox").and_then(|m| Ok(pdf.doc.dereference(m)?.1)).and_then(Object::as_array) {
+        let Ok(dict) = pdf.doc.get_dictionary(cur) else {
+            break;
+        };
+        if let Ok(mb) = dict
+            .get(b"MediaBox")
+            .and_then(|m| Ok(pdf.doc.dereference(m)?.1))
+            .and_then(Object::as_array)
+        {
             let v: Vec<f32> = mb.iter().map(|o| o.as_float().unwrap_or(0.0)).collect();
             if v.len() == 4 {
-                return [v[0].min(v[2]), v[1].min(v[3]), v[0].max(v[2]), v[1].max(v[3])];
+                return [
+                    v[0].min(v[2]),
+                    v[1].min(v[3]),
+                    v[0].max(v[2]),
+                    v[1].max(v[3]),
+                ];
             }
         }
         id = dict.get(b"Parent").and_then(Object::as_reference).ok();
@@ -205,21 +251,31 @@ fn page_media_box(pdf: &ParsedPdf, page_id: ObjectId) -> [f32; 4] {
 }
 
 /// Resolve a placement to (page id, [llx, lly, urx, ury]).
-fn place(pdf: &ParsedPdf, placement: &Placement, default: (f32, f32)) -> Result<(ObjectId, [f32; 4]), PdfError> {
+fn place(
+    pdf: &ParsedPdf,
+    placement: &Placement,
+    default: (f32, f32),
+) -> Result<(ObjectId, [f32; 4]), PdfError> {
     let pages = pdf.pages();
     match placement {
         Placement::Rect { page, rect } => {
             let [x, y, w, h] = *rect;
             if !(w > 0.0 && h > 0.0 && x.is_finite() && y.is_finite()) {
-                return Err(PdfError::Placement(format!("rectangle {rect:?} needs a positive width and height")));
+                return Err(PdfError::Placement(format!(
+                    "rectangle {rect:?} needs a positive width and height"
+                )));
             }
             let id = *pages
                 .get((*page as usize).wrapping_sub(1))
-                .ok_or(PdfError::NoSuchPage { page: *page, count: pages.len() })?;
+                .ok_or(PdfError::NoSuchPage {
+                    page: *page,
+                    count: pages.len(),
+                })?;
             Ok((id, [x, y, x + w, y + h]))
         }
         Placement::Anchor { text, size } => {
-            let hit = find_anchor(pdf, text).ok_or_else(|| PdfError::AnchorNotFound(text.clone()))?;
+            let hit =
+                find_anchor(pdf, text).ok_or_else(|| PdfError::AnchorNotFound(text.clone()))?;
             let (w, h) = size.unwrap_or(default);
             let w = w.max(hit.x_end - hit.x + 4.0);
             let top = hit.y + hit.size + 2.0;
@@ -235,7 +291,11 @@ fn place(pdf: &ParsedPdf, placement: &Placement, default: (f32, f32)) -> Result<
 }
 
 fn rect_object(r: [f32; 4]) -> Object {
-    Object::Array(r.iter().map(|v| Object::Real((v * 100.0).round() / 100.0)).collect())
+    Object::Array(
+        r.iter()
+            .map(|v| Object::Real((v * 100.0).round() / 100.0))
+            .collect(),
+    )
 }
 
 fn name(s: &str) -> Object {
@@ -243,7 +303,10 @@ fn name(s: &str) -> Object {
 }
 
 fn fresh_field_name(existing: &[String]) -> String {
-    (1..).map(|i| format!("Signature{i}")).find(|n| !existing.contains(n)).unwrap_or_default()
+    (1..)
+        .map(|i| format!("Signature{i}"))
+        .find(|n| !existing.contains(n))
+        .unwrap_or_default()
 }
 
 /// The parts of the revision that do not depend on the /Contents size.
@@ -269,19 +332,28 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
     let mut existing_field = None;
     let field_name = match &req.field_name {
         Some(n) if n.is_empty() || n.contains('.') => {
-            return Err(PdfError::Placement(format!("field name {n:?} must be non-empty and contain no '.'")));
+            return Err(PdfError::Placement(format!(
+                "field name {n:?} must be non-empty and contain no '.'"
+            )));
         }
         Some(n) => {
             if let Some((_, id, dict)) = fields.iter().find(|(fname, _, _)| fname == n) {
-                let is_sig = dict.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig");
+                let is_sig = dict
+                    .get(b"FT")
+                    .and_then(Object::as_name)
+                    .is_ok_and(|ft| ft == b"Sig");
                 if !is_sig {
-                    return Err(PdfError::Placement(format!("field {n:?} exists and is not a signature field")));
+                    return Err(PdfError::Placement(format!(
+                        "field {n:?} exists and is not a signature field"
+                    )));
                 }
                 if dict.has(b"V") {
                     return Err(PdfError::FieldSigned(n.clone()));
                 }
                 if dict.has(b"Kids") {
-                    return Err(PdfError::Placement(format!("field {n:?} has separate widgets; not supported")));
+                    return Err(PdfError::Placement(format!(
+                        "field {n:?} has separate widgets; not supported"
+                    )));
                 }
                 existing_field = Some((*id, dict.clone()));
             }
@@ -290,18 +362,28 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
         None => fresh_field_name(&names),
     };
     let pages = pdf.pages();
-    let first_page = *pages.first().ok_or_else(|| PdfError::Malformed("the document has no pages".into()))?;
+    let first_page = *pages
+        .first()
+        .ok_or_else(|| PdfError::Malformed("the document has no pages".into()))?;
 
     if let Some((_, dict)) = &existing_field {
         // The field's own widget decides where it shows.
-        let page_id = dict.get(b"P").and_then(Object::as_reference).unwrap_or(first_page);
+        let page_id = dict
+            .get(b"P")
+            .and_then(Object::as_reference)
+            .unwrap_or(first_page);
         let rect: Vec<f32> = dict
             .get(b"Rect")
             .and_then(Object::as_array)
             .map(|a| a.iter().map(|o| o.as_float().unwrap_or(0.0)).collect())
             .unwrap_or_default();
         let rect = if rect.len() == 4 {
-            [rect[0].min(rect[2]), rect[1].min(rect[3]), rect[0].max(rect[2]), rect[1].max(rect[3])]
+            [
+                rect[0].min(rect[2]),
+                rect[1].min(rect[3]),
+                rect[0].max(rect[2]),
+                rect[1].max(rect[3]),
+            ]
         } else {
             [0.0; 4]
         };
@@ -309,10 +391,20 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
         let appearance = match &req.visibility {
             Visibility::Invisible => None,
             _ if w <= 0.0 || h <= 0.0 => None,
-            Visibility::Stamp { text, .. } => Some(signature_stamp(&filled_text(text, req, now), w, h)?),
-            Visibility::Initials { initials, .. } => Some(initials_stamp(initials, &short_date(req, now), w, h)?),
+            Visibility::Stamp { text, .. } => {
+                Some(signature_stamp(&filled_text(text, req, now), w, h)?)
+            }
+            Visibility::Initials { initials, .. } => {
+                Some(initials_stamp(initials, &short_date(req, now), w, h)?)
+            }
         };
-        return Ok(Plan { field_name, existing_field, page_id, rect, appearance });
+        return Ok(Plan {
+            field_name,
+            existing_field,
+            page_id,
+            rect,
+            appearance,
+        });
     }
 
     // ISO 32000-1 §12.8.2.2.2: after certification only the existing fields may be signed; a new
@@ -325,16 +417,34 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
         Visibility::Invisible => (first_page, [0.0; 4], None),
         Visibility::Stamp { placement, text } => {
             let (page, rect) = place(pdf, placement, STAMP_SIZE)?;
-            let ap = signature_stamp(&filled_text(text, req, now), rect[2] - rect[0], rect[3] - rect[1])?;
+            let ap = signature_stamp(
+                &filled_text(text, req, now),
+                rect[2] - rect[0],
+                rect[3] - rect[1],
+            )?;
             (page, rect, Some(ap))
         }
-        Visibility::Initials { placement, initials } => {
+        Visibility::Initials {
+            placement,
+            initials,
+        } => {
             let (page, rect) = place(pdf, placement, INITIALS_SIZE)?;
-            let ap = initials_stamp(initials, &short_date(req, now), rect[2] - rect[0], rect[3] - rect[1])?;
+            let ap = initials_stamp(
+                initials,
+                &short_date(req, now),
+                rect[2] - rect[0],
+                rect[3] - rect[1],
+            )?;
             (page, rect, Some(ap))
         }
     };
-    Ok(Plan { field_name, existing_field, page_id, rect, appearance })
+    Ok(Plan {
+        field_name,
+        existing_field,
+        page_id,
+        rect,
+        appearance,
+    })
 }
 
 fn filled_text(text: &StampText, req: &SignRequest, now: OffsetDateTime) -> StampText {
@@ -377,7 +487,13 @@ fn write_revision(
     sig.set("Type", name("Sig"));
     sig.set("Filter", name("Adobe.PPKLite"));
     sig.set("SubFilter", name("ETSI.CAdES.detached"));
-    sig.set("M", Object::String(pdf_date(now, req.zone.offset).into_bytes(), StringFormat::Literal));
+    sig.set(
+        "M",
+        Object::String(
+            pdf_date(now, req.zone.offset).into_bytes(),
+            StringFormat::Literal,
+        ),
+    );
     for (key, value) in [
         ("Name", &req.signer_name),
         ("Reason", &req.reason),
@@ -390,7 +506,13 @@ fn write_revision(
     }
     let mut app = Dictionary::new();
     app.set("Name", name("Segel"));
-    app.set("REx", Object::String(env!("CARGO_PKG_VERSION").as_bytes().to_vec(), StringFormat::Literal));
+    app.set(
+        "REx",
+        Object::String(
+            env!("CARGO_PKG_VERSION").as_bytes().to_vec(),
+            StringFormat::Literal,
+        ),
+    );
     let mut build = Dictionary::new();
     build.set("App", Object::Dictionary(app));
     sig.set("Prop_Build", Object::Dictionary(build));
@@ -471,13 +593,25 @@ fn write_revision(
 }
 
 /// Add the widget to the page's /Annots (the array may be direct or an indirect object).
-fn add_annotation(pdf: &ParsedPdf, w: &mut RevisionWriter, page_id: ObjectId, widget: ObjectId) -> Result<(), PdfError> {
+fn add_annotation(
+    pdf: &ParsedPdf,
+    w: &mut RevisionWriter,
+    page_id: ObjectId,
+    widget: ObjectId,
+) -> Result<(), PdfError> {
     let page = pdf.doc.get_dictionary(page_id)?.clone();
     match page.get(b"Annots") {
         Ok(Object::Reference(arr_id)) => {
-            let mut arr = pdf.doc.get_object(*arr_id)?.as_array().map_err(|_| {
-                PdfError::Malformed(format!("/Annots {arr_id:?} of page {page_id:?} is not an array"))
-            })?.clone();
+            let mut arr = pdf
+                .doc
+                .get_object(*arr_id)?
+                .as_array()
+                .map_err(|_| {
+                    PdfError::Malformed(format!(
+                        "/Annots {arr_id:?} of page {page_id:?} is not an array"
+                    ))
+                })?
+                .clone();
             arr.push(Object::Reference(widget));
             w.put(*arr_id, &Object::Array(arr));
         }
@@ -516,9 +650,14 @@ fn update_form(
         match form.get(b"Fields") {
             Ok(Object::Reference(arr_id)) => {
                 let arr_id = *arr_id;
-                let mut arr = pdf.doc.get_object(arr_id)?.as_array().map_err(|_| {
-                    PdfError::Malformed(format!("/AcroForm /Fields {arr_id:?} is not an array"))
-                })?.clone();
+                let mut arr = pdf
+                    .doc
+                    .get_object(arr_id)?
+                    .as_array()
+                    .map_err(|_| {
+                        PdfError::Malformed(format!("/AcroForm /Fields {arr_id:?} is not an array"))
+                    })?
+                    .clone();
                 arr.push(Object::Reference(field));
                 w.put(arr_id, &Object::Array(arr));
             }
@@ -575,13 +714,22 @@ pub fn sign_pdf(
     for attempt in 0..2 {
         let layout = write_revision(&parsed, &plan, req, now, reserved, &mut input)?;
         let total = input.len();
-        let byte_range = [0, layout.contents_start, layout.contents_end, total - layout.contents_end];
-        let mut br = format!("[0 {} {} {}]", byte_range[1], byte_range[2], byte_range[3]).into_bytes();
+        let byte_range = [
+            0,
+            layout.contents_start,
+            layout.contents_end,
+            total - layout.contents_end,
+        ];
+        let mut br =
+            format!("[0 {} {} {}]", byte_range[1], byte_range[2], byte_range[3]).into_bytes();
         if br.len() > layout.byte_range_len {
-            return Err(PdfError::Malformed("the file is too large for a 10-digit ByteRange".into()));
+            return Err(PdfError::Malformed(
+                "the file is too large for a 10-digit ByteRange".into(),
+            ));
         }
         br.resize(layout.byte_range_len, b' ');
-        input[layout.byte_range_at..layout.byte_range_at + layout.byte_range_len].copy_from_slice(&br);
+        input[layout.byte_range_at..layout.byte_range_at + layout.byte_range_len]
+            .copy_from_slice(&br);
 
         let digest_alg = signer.algorithm().digest();
         let mut ctx = digest_alg.context();
@@ -595,7 +743,10 @@ pub fn sign_pdf(
                 reserved = cms.cms.len() + 2048;
                 continue;
             }
-            return Err(PdfError::ContentsTooSmall { needed: cms.cms.len(), reserved });
+            return Err(PdfError::ContentsTooSmall {
+                needed: cms.cms.len(),
+                reserved,
+            });
         }
         let hex = &mut input[layout.contents_start + 1..layout.contents_end - 1];
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -612,7 +763,10 @@ pub fn sign_pdf(
             reserved,
         });
     }
-    Err(PdfError::ContentsTooSmall { needed: reserved, reserved })
+    Err(PdfError::ContentsTooSmall {
+        needed: reserved,
+        reserved,
+    })
 }
 
 /// Names of signature fields that hold a signature, for messages and tests.
@@ -620,7 +774,12 @@ pub fn signed_field_names(pdf: &ParsedPdf) -> Result<Vec<String>, PdfError> {
     Ok(pdf
         .fields()?
         .into_iter()
-        .filter(|(_, _, d)| d.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig") && d.has(b"V"))
+        .filter(|(_, _, d)| {
+            d.get(b"FT")
+                .and_then(Object::as_name)
+                .is_ok_and(|ft| ft == b"Sig")
+                && d.has(b"V")
+        })
         .map(|(n, _, _)| n)
         .collect())
 }

@@ -48,30 +48,57 @@ pub struct FoundSignature {
 pub const MAX_CONTENTS: usize = 16 << 20;
 
 fn text(d: &Dictionary, key: &[u8]) -> Option<String> {
-    d.get(key).ok().and_then(|o| o.as_str().ok()).map(super::parse::decode_text_string)
+    d.get(key)
+        .ok()
+        .and_then(|o| o.as_str().ok())
+        .map(super::parse::decode_text_string)
 }
 
 /// Check ByteRange `[0 a b c]` against the file (ISO 32000-1 §12.8.1, EN 319 142-1 §5.4): it
 /// starts at 0, the gap is exactly one hex string `<…>` of hex digits, and the second range
 /// ends inside the file.
 fn check_byte_range(bytes: &[u8], dict: &Dictionary) -> Result<ByteRange, String> {
-    let arr = dict.get(b"ByteRange").map_err(|_| "no /ByteRange".to_string())?;
-    let arr = arr.as_array().map_err(|_| "/ByteRange is not an array".to_string())?;
-    let v: Vec<i64> = arr.iter().map(|o| o.as_i64().map_err(|_| "/ByteRange holds a non-integer".to_string())).collect::<Result<_, _>>()?;
-    let [s0, l0, s1, l1] = <[i64; 4]>::try_from(v).map_err(|_| "/ByteRange does not have 4 numbers".to_string())?;
+    let arr = dict
+        .get(b"ByteRange")
+        .map_err(|_| "no /ByteRange".to_string())?;
+    let arr = arr
+        .as_array()
+        .map_err(|_| "/ByteRange is not an array".to_string())?;
+    let v: Vec<i64> = arr
+        .iter()
+        .map(|o| {
+            o.as_i64()
+                .map_err(|_| "/ByteRange holds a non-integer".to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let [s0, l0, s1, l1] =
+        <[i64; 4]>::try_from(v).map_err(|_| "/ByteRange does not have 4 numbers".to_string())?;
     if s0 != 0 || l0 <= 0 || s1 <= l0 || l1 < 0 {
-        return Err(format!("/ByteRange [{s0} {l0} {s1} {l1}] does not start at 0 with one gap"));
+        return Err(format!(
+            "/ByteRange [{s0} {l0} {s1} {l1}] does not start at 0 with one gap"
+        ));
     }
     let (gap_start, gap_end) = (l0 as usize, s1 as usize);
     let end = (s1 as u128 + l1 as u128) as usize;
     if end > bytes.len() || gap_end > bytes.len() {
-        return Err(format!("/ByteRange [{s0} {l0} {s1} {l1}] reaches past the end of the file ({} bytes)", bytes.len()));
+        return Err(format!(
+            "/ByteRange [{s0} {l0} {s1} {l1}] reaches past the end of the file ({} bytes)",
+            bytes.len()
+        ));
     }
     let gap = &bytes[gap_start..gap_end];
-    if gap.len() < 2 || gap[0] != b'<' || gap[gap.len() - 1] != b'>' || !gap[1..gap.len() - 1].iter().all(u8::is_ascii_hexdigit) {
+    if gap.len() < 2
+        || gap[0] != b'<'
+        || gap[gap.len() - 1] != b'>'
+        || !gap[1..gap.len() - 1].iter().all(u8::is_ascii_hexdigit)
+    {
         return Err("the /ByteRange gap is not exactly the /Contents hex string".into());
     }
-    Ok(ByteRange { gap_start, gap_end, end })
+    Ok(ByteRange {
+        gap_start,
+        gap_end,
+        end,
+    })
 }
 
 fn decode_hex(hex: &[u8]) -> Vec<u8> {
@@ -80,10 +107,18 @@ fn decode_hex(hex: &[u8]) -> Vec<u8> {
         b'a'..=b'f' => c - b'a' + 10,
         _ => c - b'A' + 10,
     };
-    hex.chunks(2).map(|p| (val(p[0]) << 4) | p.get(1).map(|&c| val(c)).unwrap_or(0)).collect()
+    hex.chunks(2)
+        .map(|p| (val(p[0]) << 4) | p.get(1).map(|&c| val(c)).unwrap_or(0))
+        .collect()
 }
 
-fn read_signature(pdf: &ParsedPdf, bytes: &[u8], field: String, dict_id: Option<ObjectId>, dict: &Dictionary) -> FoundSignature {
+fn read_signature(
+    pdf: &ParsedPdf,
+    bytes: &[u8],
+    field: String,
+    dict_id: Option<ObjectId>,
+    dict: &Dictionary,
+) -> FoundSignature {
     let kind = match dict.get(b"Type").and_then(Object::as_name) {
         Ok(b"DocTimeStamp") => SignatureKind::DocTimeStamp,
         _ => SignatureKind::Signature,
@@ -99,22 +134,42 @@ fn read_signature(pdf: &ParsedPdf, bytes: &[u8], field: String, dict_id: Option<
         (Ok(br), true) => {
             let hex = &bytes[br.gap_start + 1..br.gap_end - 1];
             if hex.len() / 2 > MAX_CONTENTS {
-                Err(format!("/Contents is larger than {} MB", MAX_CONTENTS >> 20))
+                Err(format!(
+                    "/Contents is larger than {} MB",
+                    MAX_CONTENTS >> 20
+                ))
             } else {
                 Ok(decode_hex(hex))
             }
         }
         (Err(_), true) => match dict.get(b"Contents").and_then(Object::as_str) {
             Ok(s) if s.len() <= MAX_CONTENTS => Ok(s.to_vec()),
-            Ok(_) => Err(format!("/Contents is larger than {} MB", MAX_CONTENTS >> 20)),
+            Ok(_) => Err(format!(
+                "/Contents is larger than {} MB",
+                MAX_CONTENTS >> 20
+            )),
             Err(_) => Err("/Contents is not a string".into()),
         },
     };
     let mut docmdp = None;
-    if let Ok(refs) = dict.get(b"Reference").and_then(|r| Ok(pdf.doc.dereference(r)?.1)).and_then(Object::as_array) {
+    if let Ok(refs) = dict
+        .get(b"Reference")
+        .and_then(|r| Ok(pdf.doc.dereference(r)?.1))
+        .and_then(Object::as_array)
+    {
         for r in refs {
-            let Ok(r) = pdf.doc.dereference(r).map(|x| x.1).and_then(Object::as_dict) else { continue };
-            if r.get(b"TransformMethod").and_then(Object::as_name).is_ok_and(|m| m == b"DocMDP") {
+            let Ok(r) = pdf
+                .doc
+                .dereference(r)
+                .map(|x| x.1)
+                .and_then(Object::as_dict)
+            else {
+                continue;
+            };
+            if r.get(b"TransformMethod")
+                .and_then(Object::as_name)
+                .is_ok_and(|m| m == b"DocMDP")
+            {
                 let p = r
                     .get(b"TransformParams")
                     .and_then(|p| Ok(pdf.doc.dereference(p)?.1))
@@ -146,7 +201,11 @@ fn read_signature(pdf: &ParsedPdf, bytes: &[u8], field: String, dict_id: Option<
 pub fn find_signatures(pdf: &ParsedPdf, bytes: &[u8]) -> Result<Vec<FoundSignature>, PdfError> {
     let mut found = Vec::new();
     for (name, _, field) in pdf.fields()? {
-        if !field.get(b"FT").and_then(Object::as_name).is_ok_and(|ft| ft == b"Sig") {
+        if !field
+            .get(b"FT")
+            .and_then(Object::as_name)
+            .is_ok_and(|ft| ft == b"Sig")
+        {
             continue;
         }
         let Ok(v) = field.get(b"V") else { continue };

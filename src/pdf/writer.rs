@@ -25,7 +25,11 @@ pub struct RevisionWriter<'a> {
 
 impl<'a> RevisionWriter<'a> {
     pub fn new(parsed: &'a ParsedPdf) -> Self {
-        RevisionWriter { parsed, next_id: parsed.size, bodies: BTreeMap::new() }
+        RevisionWriter {
+            parsed,
+            next_id: parsed.size,
+            bodies: BTreeMap::new(),
+        }
     }
 
     /// A fresh object number.
@@ -48,7 +52,11 @@ impl<'a> RevisionWriter<'a> {
     /// Append the revision to `out` (which holds the original file) and return each object's
     /// absolute offset.
     pub fn finish(self, out: &mut Vec<u8>) -> Result<BTreeMap<u32, usize>, PdfError> {
-        let RevisionWriter { parsed, mut next_id, bodies } = self;
+        let RevisionWriter {
+            parsed,
+            mut next_id,
+            bodies,
+        } = self;
         if !out.ends_with(b"\n") && !out.ends_with(b"\r") {
             out.push(b'\n');
         }
@@ -110,14 +118,22 @@ impl<'a> RevisionWriter<'a> {
                 trailer.set("Index", Object::Array(index));
                 trailer.set(
                     "W",
-                    Object::Array(vec![Object::Integer(1), Object::Integer(width as i64), Object::Integer(2)]),
+                    Object::Array(vec![
+                        Object::Integer(1),
+                        Object::Integer(width as i64),
+                        Object::Integer(2),
+                    ]),
                 );
                 trailer.set("Length", Object::Integer(data.len() as i64));
                 write!(out, "{xref_num} 0 obj\n").ok();
                 out.extend_from_slice(&serialize(&Object::Dictionary(trailer)));
                 out.extend_from_slice(b"\nstream\n");
                 out.extend_from_slice(&data);
-                write!(out, "\nendstream\nendobj\nstartxref\n{xref_offset}\n%%EOF\n").ok();
+                write!(
+                    out,
+                    "\nendstream\nendobj\nstartxref\n{xref_offset}\n%%EOF\n"
+                )
+                .ok();
             }
         }
         Ok(offsets)

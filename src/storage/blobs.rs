@@ -23,7 +23,10 @@ fn hex(b: &[u8]) -> String {
 impl FsBlobStore {
     fn path(&self, sha256: &str) -> std::io::Result<PathBuf> {
         if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a SHA-256"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a SHA-256",
+            ));
         }
         Ok(self.dir.join(&sha256[..2]).join(sha256))
     }

@@ -34,13 +34,24 @@ impl ExtendedKeyUsageValidator for EkuPolicy {
             present.push(id?.to_decoded_oid());
         }
         let ok = match self {
-            EkuPolicy::DocumentSigning => present.is_empty() || present.iter().any(|p| DOC_SIGNING_EKUS.contains(&p.as_slice())),
+            EkuPolicy::DocumentSigning => {
+                present.is_empty()
+                    || present
+                        .iter()
+                        .any(|p| DOC_SIGNING_EKUS.contains(&p.as_slice()))
+            }
             // webpki applies the policy to CA certificates too; those often have no EKU. The
             // TSA certificate itself must carry timeStamping: `validate_chain` checks that.
-            EkuPolicy::TimeStamping => present.is_empty() || present.iter().any(|p| p.as_slice() == TIME_STAMPING),
+            EkuPolicy::TimeStamping => {
+                present.is_empty() || present.iter().any(|p| p.as_slice() == TIME_STAMPING)
+            }
         };
         #[allow(deprecated)] // the context variant needs a `KeyUsage`, which names one OID only
-        if ok { Ok(()) } else { Err(webpki::Error::RequiredEkuNotFound) }
+        if ok {
+            Ok(())
+        } else {
+            Err(webpki::Error::RequiredEkuNotFound)
+        }
     }
 }
 
@@ -93,14 +104,17 @@ pub fn naive_chain(ee: &[u8], pool: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut chain = vec![ee.to_vec()];
     for _ in 0..8 {
         let Some(last) = chain.last() else { break };
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(last) else { break };
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(last) else {
+            break;
+        };
         if cert.subject().as_raw() == cert.issuer().as_raw() {
             break;
         }
         let issuer = cert.issuer().as_raw().to_vec();
         let Some(next) = pool.iter().find(|c| {
             !chain.contains(c)
-                && x509_parser::parse_x509_certificate(c).is_ok_and(|(_, p)| p.subject().as_raw() == issuer.as_slice())
+                && x509_parser::parse_x509_certificate(c)
+                    .is_ok_and(|(_, p)| p.subject().as_raw() == issuer.as_slice())
         }) else {
             break;
         };
@@ -122,8 +136,9 @@ struct CachedPath {
 /// Everything webpki checks besides validity periods (signatures, names, constraints, EKU)
 /// does not depend on the time, so a path found trusted stays trusted at any instant inside
 /// all its certificates' validity periods. Revocation is not cached: it is checked per call.
-static PATH_CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedPath>>> =
-    std::sync::OnceLock::new();
+static PATH_CACHE: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedPath>>,
+> = std::sync::OnceLock::new();
 const PATH_CACHE_MAX: usize = 4096;
 
 /// Forget every remembered path (benchmarks of the cold case, tests).
@@ -171,7 +186,11 @@ pub fn validate_chain(
     let t = at.unix_timestamp();
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         if hit.from <= t && t <= hit.until {
-            return ChainOutcome { chain: hit.chain, trusted: true, problem: None };
+            return ChainOutcome {
+                chain: hit.chain,
+                trusted: true,
+                problem: None,
+            };
         }
     }
     let outcome = validate_chain_uncached(ee, intermediates, anchors, at, eku);
@@ -180,7 +199,14 @@ pub fn validate_chain(
             if c.len() >= PATH_CACHE_MAX {
                 c.clear();
             }
-            c.insert(key, CachedPath { chain: outcome.chain.clone(), from, until });
+            c.insert(
+                key,
+                CachedPath {
+                    chain: outcome.chain.clone(),
+                    from,
+                    until,
+                },
+            );
         }
     }
     outcome
@@ -196,7 +222,11 @@ fn validate_chain_uncached(
     let mut pool: Vec<Vec<u8>> = intermediates.to_vec();
     pool.extend(anchors.iter().cloned());
     let naive = naive_chain(ee, &pool);
-    let fail = |problem| ChainOutcome { chain: naive.clone(), trusted: false, problem: Some(problem) };
+    let fail = |problem| ChainOutcome {
+        chain: naive.clone(),
+        trusted: false,
+        problem: Some(problem),
+    };
 
     // Own check first: keyUsage of a signing certificate (RFC 5280 §4.2.1.3).
     if eku == EkuPolicy::DocumentSigning {
@@ -214,19 +244,34 @@ fn validate_chain_uncached(
     if eku == EkuPolicy::TimeStamping {
         let has = x509_parser::parse_x509_certificate(ee)
             .ok()
-            .and_then(|(_, c)| c.extended_key_usage().ok().flatten().map(|e| e.value.time_stamping))
+            .and_then(|(_, c)| {
+                c.extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.value.time_stamping)
+            })
             .unwrap_or(false);
         if !has {
-            return fail(ChainProblem::Constraints("the TSA certificate lacks the timeStamping extended key usage".into()));
+            return fail(ChainProblem::Constraints(
+                "the TSA certificate lacks the timeStamping extended key usage".into(),
+            ));
         }
     }
 
     let ee_der = CertificateDer::from(ee);
     let Ok(cert) = EndEntityCert::try_from(&ee_der) else {
-        return fail(ChainProblem::Constraints("the certificate cannot be parsed for path validation".into()));
+        return fail(ChainProblem::Constraints(
+            "the certificate cannot be parsed for path validation".into(),
+        ));
     };
-    let anchor_ders: Vec<CertificateDer<'_>> = anchors.iter().map(|a| CertificateDer::from(a.as_slice())).collect();
-    let trust_anchors: Vec<_> = anchor_ders.iter().filter_map(|a| webpki::anchor_from_trusted_cert(a).ok()).collect();
+    let anchor_ders: Vec<CertificateDer<'_>> = anchors
+        .iter()
+        .map(|a| CertificateDer::from(a.as_slice()))
+        .collect();
+    let trust_anchors: Vec<_> = anchor_ders
+        .iter()
+        .filter_map(|a| webpki::anchor_from_trusted_cert(a).ok())
+        .collect();
     let inter: Vec<CertificateDer<'_>> = intermediates
         .iter()
         .filter(|c| c.as_slice() != ee)
@@ -239,23 +284,40 @@ fn validate_chain_uncached(
             let mut chain = vec![ee.to_vec()];
             chain.extend(path.intermediate_certificates().map(|c| c.der().to_vec()));
             let anchor = path.anchor();
-            if let Some(a) = anchors.iter().zip(&trust_anchors).find(|(_, t)| t.subject == anchor.subject && t.subject_public_key_info == anchor.subject_public_key_info) {
+            if let Some(a) = anchors.iter().zip(&trust_anchors).find(|(_, t)| {
+                t.subject == anchor.subject
+                    && t.subject_public_key_info == anchor.subject_public_key_info
+            }) {
                 chain.push(a.0.clone());
             }
-            ChainOutcome { chain, trusted: true, problem: None }
+            ChainOutcome {
+                chain,
+                trusted: true,
+                problem: None,
+            }
         }
         Err(e) => {
             let text = format!("{e:?}");
             let problem = match e {
-                webpki::Error::CertExpired { .. } => ChainProblem::Expired(format!("a certificate had expired at {at}")),
-                webpki::Error::CertNotValidYet { .. } => ChainProblem::NotYetValid(format!("a certificate was not yet valid at {at}")),
-                webpki::Error::UnknownIssuer => ChainProblem::NoChain("no path to a trusted root".into()),
+                webpki::Error::CertExpired { .. } => {
+                    ChainProblem::Expired(format!("a certificate had expired at {at}"))
+                }
+                webpki::Error::CertNotValidYet { .. } => {
+                    ChainProblem::NotYetValid(format!("a certificate was not yet valid at {at}"))
+                }
+                webpki::Error::UnknownIssuer => {
+                    ChainProblem::NoChain("no path to a trusted root".into())
+                }
                 #[allow(deprecated)]
-                webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => {
-                    ChainProblem::Constraints(format!("extended key usage does not allow {}", match eku {
-                        EkuPolicy::DocumentSigning => "document signing",
-                        EkuPolicy::TimeStamping => "time-stamping",
-                    }))
+                webpki::Error::RequiredEkuNotFound
+                | webpki::Error::RequiredEkuNotFoundContext(_) => {
+                    ChainProblem::Constraints(format!(
+                        "extended key usage does not allow {}",
+                        match eku {
+                            EkuPolicy::DocumentSigning => "document signing",
+                            EkuPolicy::TimeStamping => "time-stamping",
+                        }
+                    ))
                 }
                 _ => ChainProblem::Constraints(text),
             };

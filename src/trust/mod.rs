@@ -30,9 +30,11 @@ pub struct TrustStore {
 
 fn pem_or_der(data: &[u8], tag: &str) -> Vec<Vec<u8>> {
     match pem::parse_many(data) {
-        Ok(blocks) if !blocks.is_empty() => {
-            blocks.into_iter().filter(|b| b.tag() == tag).map(|b| b.into_contents()).collect()
-        }
+        Ok(blocks) if !blocks.is_empty() => blocks
+            .into_iter()
+            .filter(|b| b.tag() == tag)
+            .map(|b| b.into_contents())
+            .collect(),
         _ => vec![data.to_vec()],
     }
 }
@@ -41,14 +43,22 @@ impl TrustStore {
     /// Add certificates from a PEM/DER file, or every `.pem`/`.crt`/`.cer`/`.der` file of a
     /// directory: self-signed ones become anchors, the others intermediates.
     pub fn add_certificates(&mut self, path: &Path) -> Result<(), TrustError> {
-        let err = |message: String| TrustError::File { path: path.display().to_string(), message };
+        let err = |message: String| TrustError::File {
+            path: path.display().to_string(),
+            message,
+        };
         if path.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(path).map_err(|e| err(e.to_string()))?.flatten().collect();
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| err(e.to_string()))?
+                .flatten()
+                .collect();
             entries.sort_by_key(|e| e.path());
             for e in entries {
                 let p = e.path();
                 let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
-                if ["pem", "crt", "cer", "der"].contains(&ext) && !p.to_string_lossy().ends_with(".key.pem") {
+                if ["pem", "crt", "cer", "der"].contains(&ext)
+                    && !p.to_string_lossy().ends_with(".key.pem")
+                {
                     self.add_certificates(&p)?;
                 }
             }
@@ -57,7 +67,8 @@ impl TrustStore {
         let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let certs = pem_or_der(&data, "CERTIFICATE");
         for der in certs {
-            let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| err(format!("not a certificate: {e}")))?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| err(format!("not a certificate: {e}")))?;
             if cert.subject().as_raw() == cert.issuer().as_raw() {
                 if !self.anchors.contains(&der) {
                     self.anchors.push(der);
@@ -78,7 +89,10 @@ impl TrustStore {
 
     /// Add a CRL (PEM or DER).
     pub fn add_crl(&mut self, path: &Path) -> Result<(), TrustError> {
-        let data = std::fs::read(path).map_err(|e| TrustError::File { path: path.display().to_string(), message: e.to_string() })?;
+        let data = std::fs::read(path).map_err(|e| TrustError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         for der in pem_or_der(&data, "X509 CRL") {
             x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::File {
                 path: path.display().to_string(),

@@ -1,8 +1,8 @@
 //! The verification report: per-signature facts, ETSI EN 319 102-1 indications, Segel's verdict
 //! and one-sentence summaries in Indonesian and English.
 
-use crate::pdf::diff::Modification;
 use super::revocation::RevocationStatus;
+use crate::pdf::diff::Modification;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -64,11 +64,24 @@ pub struct RevocationReport {
 impl RevocationReport {
     pub fn from_status(s: &RevocationStatus, subject: Option<String>) -> Self {
         match s {
-            RevocationStatus::Good { source } => RevocationReport { status: "good", source: Some(*source), time: None, certificate: None },
-            RevocationStatus::Revoked { source, time, .. } => {
-                RevocationReport { status: "revoked", source: Some(*source), time: Some(*time), certificate: subject }
-            }
-            RevocationStatus::Unknown => RevocationReport { status: "unknown", source: None, time: None, certificate: None },
+            RevocationStatus::Good { source } => RevocationReport {
+                status: "good",
+                source: Some(*source),
+                time: None,
+                certificate: None,
+            },
+            RevocationStatus::Revoked { source, time, .. } => RevocationReport {
+                status: "revoked",
+                source: Some(*source),
+                time: Some(*time),
+                certificate: subject,
+            },
+            RevocationStatus::Unknown => RevocationReport {
+                status: "unknown",
+                source: None,
+                time: None,
+                certificate: None,
+            },
         }
     }
 }

@@ -2,12 +2,12 @@
 //! responses (RFC 6960) — given by the caller, embedded in the signature or the DSS, or
 //! fetched from the certificate's CRL distribution point.
 
+use ::time::OffsetDateTime;
 use der::{Decode, Encode};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use ::time::OffsetDateTime;
 use x509_parser::prelude::*;
 
 /// Where the deciding revocation information came from.
@@ -26,8 +26,15 @@ pub enum RevocationSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum RevocationStatus {
-    Good { source: RevocationSource },
-    Revoked { source: RevocationSource, #[serde(with = "::time::serde::rfc3339")] time: OffsetDateTime, reason: Option<String> },
+    Good {
+        source: RevocationSource,
+    },
+    Revoked {
+        source: RevocationSource,
+        #[serde(with = "::time::serde::rfc3339")]
+        time: OffsetDateTime,
+        reason: Option<String>,
+    },
     Unknown,
 }
 
@@ -44,7 +51,11 @@ fn to_time(t: ASN1Time) -> Option<OffsetDateTime> {
 
 /// Status of `cert` (issued by `issuer`) according to one CRL, if that CRL is the issuer's and
 /// its signature verifies.
-fn crl_status(crl_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate) -> Option<(Option<OffsetDateTime>, Option<String>)> {
+fn crl_status(
+    crl_der: &[u8],
+    cert: &X509Certificate,
+    issuer: &X509Certificate,
+) -> Option<(Option<OffsetDateTime>, Option<String>)> {
     let (_, crl) = parse_x509_crl(crl_der).ok()?;
     if crl.issuer().as_raw() != cert.issuer().as_raw() {
         return None;
@@ -53,7 +64,10 @@ fn crl_status(crl_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate) 
     for revoked in crl.iter_revoked_certificates() {
         if revoked.raw_serial() == cert.raw_serial() {
             let reason = revoked.reason_code().map(|(_, r)| format!("{r}"));
-            return Some((to_time(revoked.revocation_date).or(Some(OffsetDateTime::UNIX_EPOCH)), reason));
+            return Some((
+                to_time(revoked.revocation_date).or(Some(OffsetDateTime::UNIX_EPOCH)),
+                reason,
+            ));
         }
     }
     Some((None, None))
@@ -61,7 +75,11 @@ fn crl_status(crl_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate) 
 
 /// Status according to one OCSPResponse, if it answers for `cert` and is signed by the issuer
 /// or by a responder the issuer delegated (id-kp-OCSPSigning, RFC 6960 §4.2.2.2).
-fn ocsp_status(resp_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate) -> Option<(Option<OffsetDateTime>, Option<String>)> {
+fn ocsp_status(
+    resp_der: &[u8],
+    cert: &X509Certificate,
+    issuer: &X509Certificate,
+) -> Option<(Option<OffsetDateTime>, Option<String>)> {
     use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse};
     let resp = OcspResponse::from_der(resp_der).ok()?;
     let bytes = resp.response_bytes?;
@@ -78,10 +96,18 @@ fn ocsp_status(resp_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate
     if !signed {
         for c in basic.certs.iter().flatten() {
             let Ok(der) = c.to_der() else { continue };
-            let Ok((_, responder)) = parse_x509_certificate(&der) else { continue };
+            let Ok((_, responder)) = parse_x509_certificate(&der) else {
+                continue;
+            };
             let delegated = responder.issuer().as_raw() == issuer.subject().as_raw()
-                && responder.verify_signature(Some(issuer.public_key())).is_ok()
-                && responder.extended_key_usage().ok().flatten().is_some_and(|e| e.value.ocsp_signing);
+                && responder
+                    .verify_signature(Some(issuer.public_key()))
+                    .is_ok()
+                && responder
+                    .extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.value.ocsp_signing);
             if delegated && by(responder.public_key()) {
                 signed = true;
                 break;
@@ -106,7 +132,10 @@ fn ocsp_status(resp_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate
             CertStatus::Revoked(info) => {
                 let secs = info.revocation_time.0.to_unix_duration().as_secs();
                 let t = OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok();
-                Some((t.or(Some(OffsetDateTime::UNIX_EPOCH)), info.revocation_reason.map(|r| format!("{r:?}"))))
+                Some((
+                    t.or(Some(OffsetDateTime::UNIX_EPOCH)),
+                    info.revocation_reason.map(|r| format!("{r:?}")),
+                ))
             }
             CertStatus::Unknown(_) => None,
         };
@@ -117,7 +146,10 @@ fn ocsp_status(resp_der: &[u8], cert: &X509Certificate, issuer: &X509Certificate
 /// The status of `cert_der` issued by `issuer_der` from the given data. A revocation found in
 /// any source wins; otherwise a good answer; otherwise unknown.
 pub fn status(cert_der: &[u8], issuer_der: &[u8], data: &RevocationData) -> RevocationStatus {
-    let (Ok((_, cert)), Ok((_, issuer))) = (parse_x509_certificate(cert_der), parse_x509_certificate(issuer_der)) else {
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        parse_x509_certificate(cert_der),
+        parse_x509_certificate(issuer_der),
+    ) else {
         return RevocationStatus::Unknown;
     };
     let mut good = None;
@@ -125,11 +157,23 @@ pub fn status(cert_der: &[u8], issuer_der: &[u8], data: &RevocationData) -> Revo
         .crls
         .iter()
         .filter_map(|(d, s)| crl_status(d, &cert, &issuer).map(|a| (a, *s, RevocationSource::Crl)))
-        .chain(data.ocsp.iter().filter_map(|(d, s)| ocsp_status(d, &cert, &issuer).map(|a| (a, *s, RevocationSource::Ocsp))));
+        .chain(data.ocsp.iter().filter_map(|(d, s)| {
+            ocsp_status(d, &cert, &issuer).map(|a| (a, *s, RevocationSource::Ocsp))
+        }));
     for ((revoked_at, reason), given, kind) in answers {
-        let source = if given == RevocationSource::Embedded { RevocationSource::Embedded } else { kind };
+        let source = if given == RevocationSource::Embedded {
+            RevocationSource::Embedded
+        } else {
+            kind
+        };
         match revoked_at {
-            Some(time) => return RevocationStatus::Revoked { source, time, reason },
+            Some(time) => {
+                return RevocationStatus::Revoked {
+                    source,
+                    time,
+                    reason,
+                };
+            }
             None => good = good.or(Some(source)),
         }
     }
@@ -141,7 +185,9 @@ pub fn status(cert_der: &[u8], issuer_der: &[u8], data: &RevocationData) -> Revo
 
 /// CRL distribution point URLs (http/https) of a certificate.
 pub fn crl_urls(cert_der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = parse_x509_certificate(cert_der) else { return vec![] };
+    let Ok((_, cert)) = parse_x509_certificate(cert_der) else {
+        return vec![];
+    };
     let mut urls = Vec::new();
     for ext in cert.extensions() {
         if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
@@ -171,7 +217,12 @@ pub struct CrlFetcher {
 
 impl Default for CrlFetcher {
     fn default() -> Self {
-        CrlFetcher { timeout: Duration::from_secs(10), ttl: Duration::from_secs(3600), max_len: 32 << 20, cache: Mutex::default() }
+        CrlFetcher {
+            timeout: Duration::from_secs(10),
+            ttl: Duration::from_secs(3600),
+            max_len: 32 << 20,
+            cache: Mutex::default(),
+        }
     }
 }
 
@@ -180,16 +231,27 @@ impl CrlFetcher {
     pub fn fetch(&self, url: &str) -> Option<Vec<u8>> {
         if let Ok(cache) = self.cache.lock() {
             if let Some((at, v)) = cache.get(url) {
-                let ttl = if v.is_some() { self.ttl } else { Duration::from_secs(60) };
+                let ttl = if v.is_some() {
+                    self.ttl
+                } else {
+                    Duration::from_secs(60)
+                };
                 if at.elapsed() < ttl {
                     return v.clone();
                 }
             }
         }
         let result = (|| {
-            let client = reqwest::blocking::Client::builder().timeout(self.timeout).build().ok()?;
+            let client = reqwest::blocking::Client::builder()
+                .timeout(self.timeout)
+                .build()
+                .ok()?;
             let resp = client.get(url).send().ok()?;
-            if !resp.status().is_success() || resp.content_length().is_some_and(|l| l as usize > self.max_len) {
+            if !resp.status().is_success()
+                || resp
+                    .content_length()
+                    .is_some_and(|l| l as usize > self.max_len)
+            {
                 return None;
             }
             let body = resp.bytes().ok()?;

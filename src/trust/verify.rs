@@ -2,19 +2,21 @@
 //! signature value, signature time-stamp, certificate path and revocation at the best signing
 //! time, and what later revisions changed.
 
+use super::TrustStore;
 use super::chain::{ChainProblem, EkuPolicy, validate_chain};
 use super::report::*;
-use super::revocation::{CrlFetcher, RevocationData, RevocationSource, RevocationStatus, crl_urls, status};
-use super::TrustStore;
+use super::revocation::{
+    CrlFetcher, RevocationData, RevocationSource, RevocationStatus, crl_urls, status,
+};
 use crate::clock::Clock;
 use crate::cms::verify::{verify_signer, verify_timestamp};
 use crate::cms::{DigestKind, SignedCms};
+use crate::pdf::PdfError;
 use crate::pdf::diff::{Permission, analyse};
 use crate::pdf::parse::ParsedPdf;
 use crate::pdf::signatures::{ByteRange, FoundSignature, SignatureKind, find_signatures};
-use crate::pdf::PdfError;
-use lopdf::Object;
 use ::time::OffsetDateTime;
+use lopdf::Object;
 use x509_parser::prelude::*;
 
 /// How to verify.
@@ -33,12 +35,19 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn subject_of(der: &[u8]) -> String {
-    parse_x509_certificate(der).map(|(_, c)| c.subject().to_string()).unwrap_or_else(|_| "(unparsable certificate)".into())
+    parse_x509_certificate(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "(unparsable certificate)".into())
 }
 
 fn signer_report(der: &[u8]) -> Option<SignerInfoReport> {
     let (_, c) = parse_x509_certificate(der).ok()?;
-    let name = c.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
+    let name = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
     Some(SignerInfoReport {
         name,
         subject: c.subject().to_string(),
@@ -53,13 +62,35 @@ fn signer_report(der: &[u8]) -> Option<SignerInfoReport> {
 /// §5.4.2: /DSS with /Certs, /CRLs, /OCSPs arrays of streams).
 fn dss(pdf: &ParsedPdf) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut out = (Vec::new(), Vec::new(), Vec::new());
-    let Ok(catalog) = pdf.catalog() else { return out };
-    let Ok(dss) = catalog.get(b"DSS").and_then(|d| Ok(pdf.doc.dereference(d)?.1)).and_then(Object::as_dict) else { return out };
-    for (key, target) in [(&b"Certs"[..], &mut out.0), (b"CRLs", &mut out.1), (b"OCSPs", &mut out.2)] {
-        let Ok(arr) = dss.get(key).and_then(|a| Ok(pdf.doc.dereference(a)?.1)).and_then(Object::as_array) else { continue };
+    let Ok(catalog) = pdf.catalog() else {
+        return out;
+    };
+    let Ok(dss) = catalog
+        .get(b"DSS")
+        .and_then(|d| Ok(pdf.doc.dereference(d)?.1))
+        .and_then(Object::as_dict)
+    else {
+        return out;
+    };
+    for (key, target) in [
+        (&b"Certs"[..], &mut out.0),
+        (b"CRLs", &mut out.1),
+        (b"OCSPs", &mut out.2),
+    ] {
+        let Ok(arr) = dss
+            .get(key)
+            .and_then(|a| Ok(pdf.doc.dereference(a)?.1))
+            .and_then(Object::as_array)
+        else {
+            continue;
+        };
         for item in arr {
-            let Ok((_, Object::Stream(s))) = pdf.doc.dereference(item) else { continue };
-            let data = s.decompressed_content().unwrap_or_else(|_| s.content.clone());
+            let Ok((_, Object::Stream(s))) = pdf.doc.dereference(item) else {
+                continue;
+            };
+            let data = s
+                .decompressed_content()
+                .unwrap_or_else(|_| s.content.clone());
             if !data.is_empty() {
                 target.push(data);
             }
@@ -85,42 +116,76 @@ struct Context<'a> {
 
 /// Revision ends: (just past `%%EOF`, past its end-of-line).
 fn revision_ends(bytes: &[u8]) -> Vec<(usize, usize)> {
-    crate::pdf::signatures::revision_ends(bytes).into_iter().map(|end| {
-        let mut marker_end = end;
-        while marker_end > 0 && matches!(bytes[marker_end - 1], b'\r' | b'\n') {
-            marker_end -= 1;
-        }
-        (marker_end, end)
-    }).collect()
+    crate::pdf::signatures::revision_ends(bytes)
+        .into_iter()
+        .map(|end| {
+            let mut marker_end = end;
+            while marker_end > 0 && matches!(bytes[marker_end - 1], b'\r' | b'\n') {
+                marker_end -= 1;
+            }
+            (marker_end, end)
+        })
+        .collect()
 }
 
 impl Context<'_> {
     /// The revision (1-based) a ByteRange ends, and whether it is the whole file.
     fn coverage(&self, br: &ByteRange) -> Result<(usize, bool), String> {
-        let trailing_ws = self.bytes[br.end.min(self.bytes.len())..].iter().all(|b| b.is_ascii_whitespace() || *b == 0);
-        let rev = self.revision_ends.iter().position(|&(m, e)| br.end >= m && br.end <= e);
+        let trailing_ws = self.bytes[br.end.min(self.bytes.len())..]
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == 0);
+        let rev = self
+            .revision_ends
+            .iter()
+            .position(|&(m, e)| br.end >= m && br.end <= e);
         match rev {
-            Some(i) => Ok((i + 1, trailing_ws || i + 1 == self.revision_ends.len() && br.end == self.bytes.len())),
+            Some(i) => Ok((
+                i + 1,
+                trailing_ws || i + 1 == self.revision_ends.len() && br.end == self.bytes.len(),
+            )),
             None if trailing_ws => Ok((self.revision_ends.len().max(1), true)),
             None => Err("the ByteRange does not end at the end of a revision".into()),
         }
     }
 
     fn revision_of(&self, offset: usize) -> usize {
-        self.revision_ends.iter().position(|&(_, e)| offset < e).map(|i| i + 1).unwrap_or(self.revision_ends.len())
+        self.revision_ends
+            .iter()
+            .position(|&(_, e)| offset < e)
+            .map(|i| i + 1)
+            .unwrap_or(self.revision_ends.len())
     }
 
     fn revocation_data(&self, cms_crls: &[Vec<u8>], cms_ocsp: &[Vec<u8>]) -> RevocationData {
         let mut d = RevocationData::default();
-        d.crls.extend(self.store.crls.iter().map(|c| (c.clone(), RevocationSource::Crl)));
-        d.crls.extend(cms_crls.iter().chain(&self.dss_crls).map(|c| (c.clone(), RevocationSource::Embedded)));
-        d.ocsp.extend(cms_ocsp.iter().chain(&self.dss_ocsp).map(|c| (c.clone(), RevocationSource::Embedded)));
+        d.crls.extend(
+            self.store
+                .crls
+                .iter()
+                .map(|c| (c.clone(), RevocationSource::Crl)),
+        );
+        d.crls.extend(
+            cms_crls
+                .iter()
+                .chain(&self.dss_crls)
+                .map(|c| (c.clone(), RevocationSource::Embedded)),
+        );
+        d.ocsp.extend(
+            cms_ocsp
+                .iter()
+                .chain(&self.dss_ocsp)
+                .map(|c| (c.clone(), RevocationSource::Embedded)),
+        );
         d
     }
 
     /// Revocation along `chain` (signer first): the first revoked certificate, else the
     /// signer's own status.
-    fn chain_revocation(&self, chain: &[Vec<u8>], data: &mut RevocationData) -> (RevocationStatus, Option<String>) {
+    fn chain_revocation(
+        &self,
+        chain: &[Vec<u8>],
+        data: &mut RevocationData,
+    ) -> (RevocationStatus, Option<String>) {
         let mut signer_status = RevocationStatus::Unknown;
         for (i, pair) in chain.windows(2).enumerate() {
             let mut s = status(&pair[0], &pair[1], data);
@@ -148,7 +213,11 @@ impl Context<'_> {
         if let Some(c) = cms.signer_certificate() {
             return Some(c.to_vec());
         }
-        self.dss_certs.iter().chain(&self.store.intermediates).find(|c| cms.is_signer_cert(c)).cloned()
+        self.dss_certs
+            .iter()
+            .chain(&self.store.intermediates)
+            .find(|c| cms.is_signer_cert(c))
+            .cloned()
     }
 
     fn pool(&self, extra: &[Vec<u8>]) -> Vec<Vec<u8>> {
@@ -197,7 +266,11 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
     let mut d = Draft {
         r: SignatureReport {
             field: sig.field.clone(),
-            kind: if is_doc_ts { "document_timestamp" } else { "signature" },
+            kind: if is_doc_ts {
+                "document_timestamp"
+            } else {
+                "signature"
+            },
             revision: None,
             coverage: None,
             subfilter: sig.subfilter.clone(),
@@ -236,7 +309,11 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
         }
     };
     d.r.revision = Some(revision);
-    d.r.coverage = Some(if whole { "whole_document" } else { "earlier_revision" });
+    d.r.coverage = Some(if whole {
+        "whole_document"
+    } else {
+        "earlier_revision"
+    });
     let contents = match &sig.contents {
         Ok(c) => c,
         Err(e) => {
@@ -244,15 +321,27 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
             return d.finish();
         }
     };
-    if !is_doc_ts && !["ETSI.CAdES.detached", "adbe.pkcs7.detached"].contains(&sig.subfilter.as_str()) {
-        d.fail(Verdict::Invalid, TotalFailed, "FORMAT_FAILURE", format!("unsupported SubFilter {:?}", sig.subfilter));
+    if !is_doc_ts
+        && !["ETSI.CAdES.detached", "adbe.pkcs7.detached"].contains(&sig.subfilter.as_str())
+    {
+        d.fail(
+            Verdict::Invalid,
+            TotalFailed,
+            "FORMAT_FAILURE",
+            format!("unsupported SubFilter {:?}", sig.subfilter),
+        );
         return d.finish();
     }
     let parts: [&[u8]; 2] = [&cx.bytes[..br.gap_start], &cx.bytes[br.gap_end..br.end]];
     let cms = match SignedCms::parse(contents) {
         Ok(c) => c,
         Err(e) => {
-            d.fail(Verdict::Invalid, TotalFailed, "FORMAT_FAILURE", e.to_string());
+            d.fail(
+                Verdict::Invalid,
+                TotalFailed,
+                "FORMAT_FAILURE",
+                e.to_string(),
+            );
             return d.finish();
         }
     };
@@ -262,12 +351,27 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
         let ts = verify_timestamp(contents, &parts);
         d.r.integrity = ts.imprint_ok;
         d.r.crypto_valid = ts.signature_ok;
-        d.r.algorithm = Some(format!("RFC 3161 time-stamp ({})", cms.digest_kind().map(|k| k.name()).unwrap_or("?")));
+        d.r.algorithm = Some(format!(
+            "RFC 3161 time-stamp ({})",
+            cms.digest_kind().map(|k| k.name()).unwrap_or("?")
+        ));
         if !ts.imprint_ok {
-            d.fail(Verdict::Invalid, TotalFailed, "HASH_FAILURE", "the time-stamp does not cover this document revision");
+            d.fail(
+                Verdict::Invalid,
+                TotalFailed,
+                "HASH_FAILURE",
+                "the time-stamp does not cover this document revision",
+            );
         }
         if !ts.signature_ok {
-            d.fail(Verdict::Invalid, TotalFailed, "SIG_CRYPTO_FAILURE", ts.problem.clone().unwrap_or_else(|| "the time-stamp signature does not verify".into()));
+            d.fail(
+                Verdict::Invalid,
+                TotalFailed,
+                "SIG_CRYPTO_FAILURE",
+                ts.problem
+                    .clone()
+                    .unwrap_or_else(|| "the time-stamp signature does not verify".into()),
+            );
         }
         d.r.timestamp = Some(TimestampReport {
             time: ts.gen_time,
@@ -276,21 +380,45 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
             problem: ts.problem.clone(),
         });
         let Some(cert) = ts.tsa_certificate.clone() else {
-            d.fail(Verdict::Invalid, Indeterminate, "NO_SIGNING_CERTIFICATE_FOUND", "the time-stamp carries no TSA certificate");
+            d.fail(
+                Verdict::Invalid,
+                Indeterminate,
+                "NO_SIGNING_CERTIFICATE_FOUND",
+                "the time-stamp carries no TSA certificate",
+            );
             return d.finish();
         };
-        (cert, ts.gen_time.unwrap_or(cx.at), EkuPolicy::TimeStamping, ts.certificates.clone())
+        (
+            cert,
+            ts.gen_time.unwrap_or(cx.at),
+            EkuPolicy::TimeStamping,
+            ts.certificates.clone(),
+        )
     } else {
         let Some(cert) = cx.find_cert(&cms) else {
-            d.fail(Verdict::Invalid, Indeterminate, "NO_SIGNING_CERTIFICATE_FOUND", "the signer's certificate is not in the signature");
+            d.fail(
+                Verdict::Invalid,
+                Indeterminate,
+                "NO_SIGNING_CERTIFICATE_FOUND",
+                "the signer's certificate is not in the signature",
+            );
             return d.finish();
         };
         if let Some((kind, hash)) = cms.ess_cert_hash() {
             if kind.digest_parts(&[&cert]) != hash {
-                d.fail(Verdict::Invalid, TotalFailed, "SIG_CONSTRAINTS_FAILURE", "the signing-certificate attribute names another certificate");
+                d.fail(
+                    Verdict::Invalid,
+                    TotalFailed,
+                    "SIG_CONSTRAINTS_FAILURE",
+                    "the signing-certificate attribute names another certificate",
+                );
             }
         }
-        let pre = cx.precomputed.as_ref().filter(|(i, k, _)| *i == index && Some(*k) == cms.digest_kind()).map(|p| p.2.clone());
+        let pre = cx
+            .precomputed
+            .as_ref()
+            .filter(|(i, k, _)| *i == index && Some(*k) == cms.digest_kind())
+            .map(|p| p.2.clone());
         let check = verify_signer(&cms, &cert, &parts, pre);
         d.r.algorithm = Some(check.algorithm.clone());
         d.r.integrity = check.digest_matches;
@@ -301,12 +429,27 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
             }
         }
         if !check.digest_matches {
-            d.fail(Verdict::Invalid, TotalFailed, "HASH_FAILURE", "the document bytes do not match the signed digest");
+            d.fail(
+                Verdict::Invalid,
+                TotalFailed,
+                "HASH_FAILURE",
+                "the document bytes do not match the signed digest",
+            );
         } else if !check.signature_valid && check.problem.is_none() {
-            d.fail(Verdict::Invalid, TotalFailed, "SIG_CRYPTO_FAILURE", "the signature value does not verify with the certificate's public key");
+            d.fail(
+                Verdict::Invalid,
+                TotalFailed,
+                "SIG_CRYPTO_FAILURE",
+                "the signature value does not verify with the certificate's public key",
+            );
         }
         if check.weak {
-            d.fail(Verdict::Untrusted, Indeterminate, "CRYPTO_CONSTRAINTS_FAILURE", "SHA-1 is no longer acceptable for signatures");
+            d.fail(
+                Verdict::Untrusted,
+                Indeterminate,
+                "CRYPTO_CONSTRAINTS_FAILURE",
+                "SHA-1 is no longer acceptable for signatures",
+            );
         }
         // Signature time-stamp (PAdES B-T): proof of existence at genTime.
         let mut best = cx.at;
@@ -316,10 +459,17 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
             let mut problem = ts.problem.clone();
             if let (Some(tsa), Some(gen_time)) = (&ts.tsa_certificate, ts.gen_time) {
                 let pool = cx.pool(&ts.certificates);
-                let outcome = validate_chain(tsa, &pool, &cx.store.anchors, gen_time, EkuPolicy::TimeStamping);
+                let outcome = validate_chain(
+                    tsa,
+                    &pool,
+                    &cx.store.anchors,
+                    gen_time,
+                    EkuPolicy::TimeStamping,
+                );
                 if !outcome.trusted {
                     valid = false;
-                    problem = problem.or(outcome.problem.map(|p| format!("TSA certificate: {p:?}")));
+                    problem =
+                        problem.or(outcome.problem.map(|p| format!("TSA certificate: {p:?}")));
                 }
             }
             if valid {
@@ -346,10 +496,34 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
     let has_poe = d.r.timestamp.as_ref().is_some_and(|t| t.valid) || is_doc_ts;
     match &outcome.problem {
         None => {}
-        Some(ChainProblem::Expired(why)) => d.fail(Verdict::Expired, Indeterminate, if has_poe { "EXPIRED" } else { "OUT_OF_BOUNDS_NO_POE" }, why.clone()),
-        Some(ChainProblem::NotYetValid(why)) => d.fail(Verdict::Expired, Indeterminate, "NOT_YET_VALID", why.clone()),
-        Some(ChainProblem::NoChain(why)) => d.fail(Verdict::Untrusted, Indeterminate, "NO_CERTIFICATE_CHAIN_FOUND", why.clone()),
-        Some(ChainProblem::Constraints(why)) => d.fail(Verdict::Untrusted, Indeterminate, "CHAIN_CONSTRAINTS_FAILURE", why.clone()),
+        Some(ChainProblem::Expired(why)) => d.fail(
+            Verdict::Expired,
+            Indeterminate,
+            if has_poe {
+                "EXPIRED"
+            } else {
+                "OUT_OF_BOUNDS_NO_POE"
+            },
+            why.clone(),
+        ),
+        Some(ChainProblem::NotYetValid(why)) => d.fail(
+            Verdict::Expired,
+            Indeterminate,
+            "NOT_YET_VALID",
+            why.clone(),
+        ),
+        Some(ChainProblem::NoChain(why)) => d.fail(
+            Verdict::Untrusted,
+            Indeterminate,
+            "NO_CERTIFICATE_CHAIN_FOUND",
+            why.clone(),
+        ),
+        Some(ChainProblem::Constraints(why)) => d.fail(
+            Verdict::Untrusted,
+            Indeterminate,
+            "CHAIN_CONSTRAINTS_FAILURE",
+            why.clone(),
+        ),
     }
     // Revocation, compared with the best signing time.
     let mut data = cx.revocation_data(&cms.crls, &cms.ocsp_responses);
@@ -358,8 +532,16 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
         if *time <= best_time {
             let sub = if has_poe { "REVOKED" } else { "REVOKED_NO_POE" };
             let ind = if has_poe { TotalFailed } else { Indeterminate };
-            let who = revoked_ca.clone().map(|s| format!("the CA certificate {s}")).unwrap_or_else(|| "the signer's certificate".into());
-            d.fail(Verdict::Revoked, ind, sub, format!("{who} was revoked at {time}, at or before the signing time {best_time}"));
+            let who = revoked_ca
+                .clone()
+                .map(|s| format!("the CA certificate {s}"))
+                .unwrap_or_else(|| "the signer's certificate".into());
+            d.fail(
+                Verdict::Revoked,
+                ind,
+                sub,
+                format!("{who} was revoked at {time}, at or before the signing time {best_time}"),
+            );
         }
     }
     d.r.revocation = RevocationReport::from_status(&rev, revoked_ca);
@@ -368,42 +550,86 @@ fn verify_one(cx: &Context, index: usize, sig: &FoundSignature) -> SignatureRepo
     if !whole {
         match ParsedPdf::parse_for_reading(&cx.bytes[..br.end]) {
             Ok(old) => {
-                let level = sig.docmdp.or(cx.certification.filter(|(i, _)| *i <= index).map(|(_, p)| p)).unwrap_or(2);
+                let level = sig
+                    .docmdp
+                    .or(cx
+                        .certification
+                        .filter(|(i, _)| *i <= index)
+                        .map(|(_, p)| p))
+                    .unwrap_or(2);
                 let offsets = &cx.pdf.doc.reference_table;
                 let revision_of = |id: lopdf::ObjectId| match offsets.get(id.0) {
-                    Some(lopdf::xref::XrefEntry::Normal { offset, .. }) => cx.revision_of(*offset as usize),
-                    Some(lopdf::xref::XrefEntry::Compressed { container, .. }) => match offsets.get(*container) {
-                        Some(lopdf::xref::XrefEntry::Normal { offset, .. }) => cx.revision_of(*offset as usize),
-                        _ => cx.revision_ends.len(),
-                    },
+                    Some(lopdf::xref::XrefEntry::Normal { offset, .. }) => {
+                        cx.revision_of(*offset as usize)
+                    }
+                    Some(lopdf::xref::XrefEntry::Compressed { container, .. }) => {
+                        match offsets.get(*container) {
+                            Some(lopdf::xref::XrefEntry::Normal { offset, .. }) => {
+                                cx.revision_of(*offset as usize)
+                            }
+                            _ => cx.revision_ends.len(),
+                        }
+                    }
                     _ => cx.revision_ends.len(),
                 };
-                d.r.modifications_after = analyse((&old, &cx.bytes[..br.end]), (cx.pdf, cx.bytes), Permission(level), &revision_of);
+                d.r.modifications_after = analyse(
+                    (&old, &cx.bytes[..br.end]),
+                    (cx.pdf, cx.bytes),
+                    Permission(level),
+                    &revision_of,
+                );
                 if let Some(m) = d.r.modifications_after.iter().find(|m| !m.allowed) {
-                    d.fail(Verdict::Modified, TotalFailed, "FORMAT_FAILURE", format!("revision {}: {}", m.revision, m.description));
+                    d.fail(
+                        Verdict::Modified,
+                        TotalFailed,
+                        "FORMAT_FAILURE",
+                        format!("revision {}: {}", m.revision, m.description),
+                    );
                 }
             }
-            Err(e) => d.fail(Verdict::Modified, Indeterminate, "FORMAT_FAILURE", format!("the signed revision cannot be read: {e}")),
+            Err(e) => d.fail(
+                Verdict::Modified,
+                Indeterminate,
+                "FORMAT_FAILURE",
+                format!("the signed revision cannot be read: {e}"),
+            ),
         }
     }
     d.finish()
 }
 
 /// Verify every signature in `bytes`.
-pub fn verify_pdf(bytes: &[u8], store: &TrustStore, opts: &VerifyOptions, clock: &dyn Clock) -> Result<Report, PdfError> {
+pub fn verify_pdf(
+    bytes: &[u8],
+    store: &TrustStore,
+    opts: &VerifyOptions,
+    clock: &dyn Clock,
+) -> Result<Report, PdfError> {
     let pdf = ParsedPdf::parse_for_reading(bytes)?;
     let found = find_signatures(&pdf, bytes)?;
     let (dss_certs, dss_crls, dss_ocsp) = dss(&pdf);
-    let certification = found.iter().enumerate().find_map(|(i, s)| s.docmdp.map(|p| (i, p)));
+    let certification = found
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.docmdp.map(|p| (i, p)));
 
     // Hash the file once; the whole-document signature's digest comes out of the same pass.
     let mut precomputed = None;
-    let whole = found.iter().enumerate().rev().find_map(|(i, s)| match &s.byte_range {
-        Ok(br) if br.end == bytes.len() => Some((i, *br, s)),
-        _ => None,
-    });
+    let whole = found
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, s)| match &s.byte_range {
+            Ok(br) if br.end == bytes.len() => Some((i, *br, s)),
+            _ => None,
+        });
     let file_digest = match whole.and_then(|(i, br, s)| {
-        let kind = s.contents.as_ref().ok().and_then(|c| SignedCms::parse(c).ok()).and_then(|c| c.digest_kind())?;
+        let kind = s
+            .contents
+            .as_ref()
+            .ok()
+            .and_then(|c| SignedCms::parse(c).ok())
+            .and_then(|c| c.digest_kind())?;
         Some((i, br, kind))
     }) {
         Some((i, br, DigestKind::Sha2(crate::keys::DigestAlgorithm::Sha256))) => {
@@ -412,7 +638,11 @@ pub fn verify_pdf(bytes: &[u8], store: &TrustStore, opts: &VerifyOptions, clock:
             let mut sig = head.clone();
             head.update(&bytes[br.gap_start..]);
             sig.update(&bytes[br.gap_end..]);
-            precomputed = Some((i, DigestKind::Sha2(crate::keys::DigestAlgorithm::Sha256), sig.finish().as_ref().to_vec()));
+            precomputed = Some((
+                i,
+                DigestKind::Sha2(crate::keys::DigestAlgorithm::Sha256),
+                sig.finish().as_ref().to_vec(),
+            ));
             head.finish()
         }
         _ => ring::digest::digest(&ring::digest::SHA256, bytes),
@@ -432,8 +662,15 @@ pub fn verify_pdf(bytes: &[u8], store: &TrustStore, opts: &VerifyOptions, clock:
         certification,
         precomputed,
     };
-    let signatures: Vec<SignatureReport> = found.iter().enumerate().map(|(i, s)| verify_one(&cx, i, s)).collect();
-    let valid = signatures.iter().filter(|s| s.verdict == Verdict::Valid).count();
+    let signatures: Vec<SignatureReport> = found
+        .iter()
+        .enumerate()
+        .map(|(i, s)| verify_one(&cx, i, s))
+        .collect();
+    let valid = signatures
+        .iter()
+        .filter(|s| s.verdict == Verdict::Valid)
+        .count();
     Ok(Report {
         file: opts.file_name.clone(),
         sha256: hex(file_digest.as_ref()),

@@ -46,7 +46,9 @@ async fn write_batch(db: &Db, batch: &[SealRecord]) -> Result<(), String> {
             document_id: Some(r.id.clone()),
             details: serde_json::json!({"sha256": r.signed_sha256, "letter_number": r.letter_number}),
         };
-        crate::audit::append(&mut tx, db.backend, r.at, &entry).await.map_err(|e| e.to_string())?;
+        crate::audit::append(&mut tx, db.backend, r.at, &entry)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     tx.commit().await.map_err(|e| e.to_string())
 }
@@ -79,7 +81,14 @@ impl SealBatcher {
                 }
                 if result.is_ok() {
                     let at = records.last().map(|r| r.at).unwrap_or(0);
-                    if let Err(e) = crate::audit::maybe_checkpoint(&db, auditor.as_ref(), checkpoint_every.max(1), at).await {
+                    if let Err(e) = crate::audit::maybe_checkpoint(
+                        &db,
+                        auditor.as_ref(),
+                        checkpoint_every.max(1),
+                        at,
+                    )
+                    .await
+                    {
                         tracing::error!(error = %e, "audit checkpoint failed");
                     }
                 }
@@ -94,7 +103,11 @@ impl SealBatcher {
     /// Record `r`; returns once it is committed.
     pub async fn record(&self, r: SealRecord) -> Result<(), String> {
         let (reply, wait) = oneshot::channel();
-        self.tx.send((r, reply)).await.map_err(|_| "the seal writer stopped".to_string())?;
-        wait.await.map_err(|_| "the seal writer stopped".to_string())?
+        self.tx
+            .send((r, reply))
+            .await
+            .map_err(|_| "the seal writer stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the seal writer stopped".to_string())?
     }
 }

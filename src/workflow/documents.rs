@@ -22,16 +22,34 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PlacementSpec {
-    Rect { page: u32, rect: [f32; 4] },
-    Anchor { anchor: String, #[serde(default)] width: Option<f32>, #[serde(default)] height: Option<f32> },
-    Invisible { invisible: bool },
+    Rect {
+        page: u32,
+        rect: [f32; 4],
+    },
+    Anchor {
+        anchor: String,
+        #[serde(default)]
+        width: Option<f32>,
+        #[serde(default)]
+        height: Option<f32>,
+    },
+    Invisible {
+        invisible: bool,
+    },
 }
 
 impl PlacementSpec {
     fn to_placement(&self) -> Option<Placement> {
         match self {
-            PlacementSpec::Rect { page, rect } => Some(Placement::Rect { page: *page, rect: *rect }),
-            PlacementSpec::Anchor { anchor, width, height } => Some(Placement::Anchor {
+            PlacementSpec::Rect { page, rect } => Some(Placement::Rect {
+                page: *page,
+                rect: *rect,
+            }),
+            PlacementSpec::Anchor {
+                anchor,
+                width,
+                height,
+            } => Some(Placement::Anchor {
                 text: anchor.clone(),
                 size: match (width, height) {
                     (Some(w), Some(h)) => Some((*w, *h)),
@@ -150,22 +168,37 @@ impl Workflow {
     fn check_placements(&self, pdf: &[u8], steps: &[StepSpec]) -> Result<(), WorkflowError> {
         let parsed = ParsedPdf::parse_lean(pdf)?;
         if parsed.docmdp_permission()?.is_some() {
-            return Err(WorkflowError::invalid("document_locked", "the document is certified; Segel adds paraf and signature fields, which certification forbids"));
+            return Err(WorkflowError::invalid(
+                "document_locked",
+                "the document is certified; Segel adds paraf and signature fields, which certification forbids",
+            ));
         }
         let pages = parsed.pages().len();
         for (i, s) in steps.iter().enumerate() {
             match s.placement.as_ref().and_then(PlacementSpec::to_placement) {
                 Some(Placement::Rect { page, rect }) => {
                     if page == 0 || page as usize > pages {
-                        return Err(WorkflowError::invalid("invalid_placement", format!("step {}: page {page} does not exist ({pages} pages)", i + 1)));
+                        return Err(WorkflowError::invalid(
+                            "invalid_placement",
+                            format!("step {}: page {page} does not exist ({pages} pages)", i + 1),
+                        ));
                     }
                     if !(rect[2] > 0.0 && rect[3] > 0.0) {
-                        return Err(WorkflowError::invalid("invalid_placement", format!("step {}: the rectangle needs a positive width and height", i + 1)));
+                        return Err(WorkflowError::invalid(
+                            "invalid_placement",
+                            format!(
+                                "step {}: the rectangle needs a positive width and height",
+                                i + 1
+                            ),
+                        ));
                     }
                 }
                 Some(Placement::Anchor { text, .. }) => {
                     if crate::pdf::anchor::find_anchor(&parsed, &text).is_none() {
-                        return Err(WorkflowError::invalid("invalid_placement", format!("step {}: anchor {text:?} not found", i + 1)));
+                        return Err(WorkflowError::invalid(
+                            "invalid_placement",
+                            format!("step {}: anchor {text:?} not found", i + 1),
+                        ));
                     }
                 }
                 None => {}
@@ -175,20 +208,41 @@ impl Workflow {
     }
 
     /// Register a document with its steps.
-    pub async fn submit(&self, app: &App, pdf: Vec<u8>, meta: SubmitMeta) -> Result<DocumentView, WorkflowError> {
+    pub async fn submit(
+        &self,
+        app: &App,
+        pdf: Vec<u8>,
+        meta: SubmitMeta,
+    ) -> Result<DocumentView, WorkflowError> {
         if meta.title.trim().is_empty() || meta.letter_number.trim().is_empty() {
-            return Err(WorkflowError::invalid("invalid_metadata", "title and letter_number are required"));
+            return Err(WorkflowError::invalid(
+                "invalid_metadata",
+                "title and letter_number are required",
+            ));
         }
         if meta.steps.is_empty() || meta.steps.len() > 20 {
-            return Err(WorkflowError::invalid("invalid_steps", "give 1 to 20 steps"));
+            return Err(WorkflowError::invalid(
+                "invalid_steps",
+                "give 1 to 20 steps",
+            ));
         }
-        let signs = meta.steps.iter().filter(|s| s.action == Action::Sign).count();
+        let signs = meta
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Sign)
+            .count();
         if signs != 1 || meta.steps.last().map(|s| s.action) != Some(Action::Sign) {
-            return Err(WorkflowError::invalid("invalid_steps", "exactly one final `sign` step is required, after the paraf steps"));
+            return Err(WorkflowError::invalid(
+                "invalid_steps",
+                "exactly one final `sign` step is required, after the paraf steps",
+            ));
         }
         if let Some(url) = &meta.callback_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(WorkflowError::invalid("invalid_callback_url", "callback_url must be an http(s) URL"));
+                return Err(WorkflowError::invalid(
+                    "invalid_callback_url",
+                    "callback_url must be an http(s) URL",
+                ));
             }
         }
         let mut officials = Vec::new();
@@ -196,7 +250,10 @@ impl Workflow {
             let o = match self.official_by("username", &s.official).await {
                 Ok(o) => o,
                 Err(_) => self.official_by("nip", &s.official).await.map_err(|_| {
-                    WorkflowError::invalid("unknown_official", format!("step {}: no official {:?}", i + 1, s.official))
+                    WorkflowError::invalid(
+                        "unknown_official",
+                        format!("step {}: no official {:?}", i + 1, s.official),
+                    )
                 })?,
             };
             officials.push(o);
@@ -204,7 +261,9 @@ impl Workflow {
         self.check_placements(&pdf, &meta.steps)?;
         let sha = {
             let blobs = self.blobs.clone();
-            tokio::task::spawn_blocking(move || blobs.put(&pdf)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??
+            tokio::task::spawn_blocking(move || blobs.put(&pdf))
+                .await
+                .map_err(|e| WorkflowError::Internal(e.to_string()))??
         };
         let id = random_token(12);
         let code = random_token(16);
@@ -280,14 +339,23 @@ impl Workflow {
         Ok(d)
     }
 
-    pub async fn file(&self, doc: &DocumentView, version: Version) -> Result<Vec<u8>, WorkflowError> {
+    pub async fn file(
+        &self,
+        doc: &DocumentView,
+        version: Version,
+    ) -> Result<Vec<u8>, WorkflowError> {
         let sha = match version {
             Version::Original => doc.original_sha256.clone(),
             Version::Current => doc.current_sha256.clone(),
-            Version::Signed => doc.signed_sha256.clone().ok_or_else(|| WorkflowError::Conflict("the document is not signed yet".into()))?,
+            Version::Signed => doc
+                .signed_sha256
+                .clone()
+                .ok_or_else(|| WorkflowError::Conflict("the document is not signed yet".into()))?,
         };
         let blobs = self.blobs.clone();
-        Ok(tokio::task::spawn_blocking(move || blobs.get(&sha)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??)
+        Ok(tokio::task::spawn_blocking(move || blobs.get(&sha))
+            .await
+            .map_err(|e| WorkflowError::Internal(e.to_string()))??)
     }
 
     /// Documents whose next pending step is this official's.
@@ -307,34 +375,63 @@ impl Workflow {
     }
 
     /// The step `n` of `doc` if `official` may act on it now.
-    fn actionable<'a>(&self, doc: &'a DocumentView, n: i64, official: &Official) -> Result<&'a StepView, WorkflowError> {
-        let step = doc.steps.iter().find(|s| s.n == n).ok_or_else(|| WorkflowError::NotFound(format!("no step {n}")))?;
+    fn actionable<'a>(
+        &self,
+        doc: &'a DocumentView,
+        n: i64,
+        official: &Official,
+    ) -> Result<&'a StepView, WorkflowError> {
+        let step = doc
+            .steps
+            .iter()
+            .find(|s| s.n == n)
+            .ok_or_else(|| WorkflowError::NotFound(format!("no step {n}")))?;
         if step.official_id != official.id {
-            return Err(WorkflowError::Forbidden(format!("step {n} is assigned to another official")));
+            return Err(WorkflowError::Forbidden(format!(
+                "step {n} is assigned to another official"
+            )));
         }
         if doc.status != "in_review" {
-            return Err(WorkflowError::Conflict(format!("the document is {}", doc.status)));
+            return Err(WorkflowError::Conflict(format!(
+                "the document is {}",
+                doc.status
+            )));
         }
         if step.status != "pending" {
-            return Err(WorkflowError::Conflict(format!("step {n} is already {}", step.status)));
+            return Err(WorkflowError::Conflict(format!(
+                "step {n} is already {}",
+                step.status
+            )));
         }
         if doc.steps.iter().any(|s| s.n < n && s.status != "done") {
-            return Err(WorkflowError::Conflict(format!("earlier steps of the document are not done yet")));
+            return Err(WorkflowError::Conflict(format!(
+                "earlier steps of the document are not done yet"
+            )));
         }
         Ok(step)
     }
 
     /// Apply step `n`'s signature with the official's unlocked key.
-    pub async fn approve_with(&self, official: &Official, signer: std::sync::Arc<dyn Signer>, doc_id: &str, n: i64) -> Result<DocumentView, WorkflowError> {
+    pub async fn approve_with(
+        &self,
+        official: &Official,
+        signer: std::sync::Arc<dyn Signer>,
+        doc_id: &str,
+        n: i64,
+    ) -> Result<DocumentView, WorkflowError> {
         let doc = self.document(doc_id).await?;
         let step = self.actionable(&doc, n, official)?.clone();
         let input = self.file(&doc, Version::Current).await?;
-        let placement: Option<PlacementSpec> = serde_json::from_str(&step.placement).unwrap_or(None);
+        let placement: Option<PlacementSpec> =
+            serde_json::from_str(&step.placement).unwrap_or(None);
         let placement = placement.as_ref().and_then(PlacementSpec::to_placement);
         let final_step = step.action == "sign";
         let visibility = match (final_step, placement) {
             (true, placement) => Visibility::Stamp {
-                placement: placement.unwrap_or(Placement::Anchor { text: "${ttd}".into(), size: None }),
+                placement: placement.unwrap_or(Placement::Anchor {
+                    text: "${ttd}".into(),
+                    size: None,
+                }),
                 text: StampText {
                     name: official.name.clone(),
                     title: Some(official.title.clone()).filter(|t| !t.is_empty()),
@@ -344,13 +441,20 @@ impl Workflow {
                     issuer_org: issuer_org(signer.certificate_chain()),
                 },
             },
-            (false, Some(placement)) => Visibility::Initials { placement, initials: initials(&official.name) },
+            (false, Some(placement)) => Visibility::Initials {
+                placement,
+                initials: initials(&official.name),
+            },
             (false, None) => Visibility::Invisible,
         };
         let zone = self.zone.clone();
         let clock = self.clock.clone();
         let tsa = self.tsa.clone();
-        let reason = if final_step { format!("Ditandatangani: {}", doc.letter_number) } else { format!("Paraf: {}", doc.letter_number) };
+        let reason = if final_step {
+            format!("Ditandatangani: {}", doc.letter_number)
+        } else {
+            format!("Paraf: {}", doc.letter_number)
+        };
         let name = official.name.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let req = SignRequest {
@@ -371,7 +475,9 @@ impl Workflow {
         let bytes = signed.bytes;
         let sha = {
             let blobs = self.blobs.clone();
-            tokio::task::spawn_blocking(move || blobs.put(&bytes)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??
+            tokio::task::spawn_blocking(move || blobs.put(&bytes))
+                .await
+                .map_err(|e| WorkflowError::Internal(e.to_string()))??
         };
         let now = self.now_ms();
         let status = if final_step { "completed" } else { "in_review" };
@@ -381,18 +487,35 @@ impl Workflow {
             .bind(&sha).bind(if final_step { Some(sha.clone()) } else { None }).bind(status).bind(now).bind(doc_id).bind(doc.version)
             .execute(&mut *tx).await?.rows_affected();
         if updated != 1 {
-            return Err(WorkflowError::Conflict("the document changed while this approval was being signed; nothing was applied".into()));
+            return Err(WorkflowError::Conflict(
+                "the document changed while this approval was being signed; nothing was applied"
+                    .into(),
+            ));
         }
         let updated = sqlx::query("UPDATE steps SET status = 'done', acted_at = $1 WHERE document_id = $2 AND n = $3 AND status = 'pending'")
             .bind(now).bind(doc_id).bind(n).execute(&mut *tx).await?.rows_affected();
         if updated != 1 {
-            return Err(WorkflowError::Conflict(format!("step {n} was already acted on")));
+            return Err(WorkflowError::Conflict(format!(
+                "step {n} was already acted on"
+            )));
         }
-        self.audit(&mut tx, &official.actor(), if final_step { "document.signed" } else { "document.paraf" }, Some(doc_id), serde_json::json!({
-            "step": n, "sha256": sha, "field": signed.field_name,
-        })).await?;
+        self.audit(
+            &mut tx,
+            &official.actor(),
+            if final_step {
+                "document.signed"
+            } else {
+                "document.paraf"
+            },
+            Some(doc_id),
+            serde_json::json!({
+                "step": n, "sha256": sha, "field": signed.field_name,
+            }),
+        )
+        .await?;
         if final_step {
-            self.enqueue_webhook(&mut tx, &doc, "document.completed").await?;
+            self.enqueue_webhook(&mut tx, &doc, "document.completed")
+                .await?;
         }
         tx.commit().await?;
         self.after_commit().await;
@@ -401,7 +524,13 @@ impl Workflow {
     }
 
     /// Unlock the official's key and approve step `n`.
-    pub async fn approve(&self, official: &Official, doc_id: &str, n: i64, passphrase: Passphrase) -> Result<DocumentView, WorkflowError> {
+    pub async fn approve(
+        &self,
+        official: &Official,
+        doc_id: &str,
+        n: i64,
+        passphrase: Passphrase,
+    ) -> Result<DocumentView, WorkflowError> {
         // Refuse early (no Argon2 work) when the step cannot be approved.
         let doc = self.document(doc_id).await?;
         self.actionable(&doc, n, official)?;
@@ -410,19 +539,29 @@ impl Workflow {
     }
 
     /// Approve the current step of each document with one passphrase entry.
-    pub async fn approve_batch(&self, official: &Official, ids: &[String], passphrase: Passphrase) -> Result<Vec<serde_json::Value>, WorkflowError> {
-        let signer: std::sync::Arc<dyn Signer> = self.unlock_key(official, passphrase, false).await?;
+    pub async fn approve_batch(
+        &self,
+        official: &Official,
+        ids: &[String],
+        passphrase: Passphrase,
+    ) -> Result<Vec<serde_json::Value>, WorkflowError> {
+        let signer: std::sync::Arc<dyn Signer> =
+            self.unlock_key(official, passphrase, false).await?;
         let mut results = Vec::new();
         for id in ids {
             let step = match self.document(id).await {
                 Ok(d) => d.steps.iter().find(|s| s.status == "pending").map(|s| s.n),
                 Err(e) => {
-                    results.push(serde_json::json!({"id": id, "ok": false, "error": e.to_string()}));
+                    results
+                        .push(serde_json::json!({"id": id, "ok": false, "error": e.to_string()}));
                     continue;
                 }
             };
             let r = match step {
-                Some(n) => self.approve_with(official, signer.clone(), id, n).await.map(|d| d.status),
+                Some(n) => self
+                    .approve_with(official, signer.clone(), id, n)
+                    .await
+                    .map(|d| d.status),
                 None => Err(WorkflowError::Conflict("no pending step".into())),
             };
             results.push(match r {
@@ -433,9 +572,18 @@ impl Workflow {
         Ok(results)
     }
 
-    pub async fn reject(&self, official: &Official, doc_id: &str, n: i64, reason: &str) -> Result<DocumentView, WorkflowError> {
+    pub async fn reject(
+        &self,
+        official: &Official,
+        doc_id: &str,
+        n: i64,
+        reason: &str,
+    ) -> Result<DocumentView, WorkflowError> {
         if reason.trim().is_empty() {
-            return Err(WorkflowError::invalid("reason_required", "a rejection needs a reason"));
+            return Err(WorkflowError::invalid(
+                "reason_required",
+                "a rejection needs a reason",
+            ));
         }
         let doc = self.document(doc_id).await?;
         self.actionable(&doc, n, official)?;
@@ -444,12 +592,22 @@ impl Workflow {
         let updated = sqlx::query("UPDATE documents SET status = 'rejected', version = version + 1, updated_at = $1 WHERE id = $2 AND version = $3 AND status = 'in_review'")
             .bind(now).bind(doc_id).bind(doc.version).execute(&mut *tx).await?.rows_affected();
         if updated != 1 {
-            return Err(WorkflowError::Conflict("the document changed meanwhile".into()));
+            return Err(WorkflowError::Conflict(
+                "the document changed meanwhile".into(),
+            ));
         }
         sqlx::query("UPDATE steps SET status = 'rejected', acted_at = $1, reason = $2 WHERE document_id = $3 AND n = $4")
             .bind(now).bind(reason).bind(doc_id).bind(n).execute(&mut *tx).await?;
-        self.audit(&mut tx, &official.actor(), "document.rejected", Some(doc_id), serde_json::json!({"step": n, "reason": reason})).await?;
-        self.enqueue_webhook(&mut tx, &doc, "document.rejected").await?;
+        self.audit(
+            &mut tx,
+            &official.actor(),
+            "document.rejected",
+            Some(doc_id),
+            serde_json::json!({"step": n, "reason": reason}),
+        )
+        .await?;
+        self.enqueue_webhook(&mut tx, &doc, "document.rejected")
+            .await?;
         tx.commit().await?;
         self.after_commit().await;
         self.document(doc_id).await
@@ -458,23 +616,43 @@ impl Workflow {
     pub async fn cancel(&self, app: &App, doc_id: &str) -> Result<DocumentView, WorkflowError> {
         let doc = self.app_document(app, doc_id).await?;
         if doc.status != "in_review" {
-            return Err(WorkflowError::Conflict(format!("a {} document cannot be cancelled", doc.status)));
+            return Err(WorkflowError::Conflict(format!(
+                "a {} document cannot be cancelled",
+                doc.status
+            )));
         }
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query("UPDATE documents SET status = 'cancelled', version = version + 1, updated_at = $1 WHERE id = $2 AND version = $3")
             .bind(self.now_ms()).bind(doc_id).bind(doc.version).execute(&mut *tx).await?.rows_affected();
         if updated != 1 {
-            return Err(WorkflowError::Conflict("the document changed meanwhile".into()));
+            return Err(WorkflowError::Conflict(
+                "the document changed meanwhile".into(),
+            ));
         }
-        self.audit(&mut tx, &app.actor(), "document.cancelled", Some(doc_id), serde_json::json!({})).await?;
-        self.enqueue_webhook(&mut tx, &doc, "document.cancelled").await?;
+        self.audit(
+            &mut tx,
+            &app.actor(),
+            "document.cancelled",
+            Some(doc_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        self.enqueue_webhook(&mut tx, &doc, "document.cancelled")
+            .await?;
         tx.commit().await?;
         self.after_commit().await;
         self.document(doc_id).await
     }
 
     /// Sign at once with the organisation seal (no approval) and register the letter.
-    pub async fn seal(&self, app: &App, pdf: Vec<u8>, title: &str, letter_number: &str, placement: Option<PlacementSpec>) -> Result<(DocumentView, Vec<u8>), WorkflowError> {
+    pub async fn seal(
+        &self,
+        app: &App,
+        pdf: Vec<u8>,
+        title: &str,
+        letter_number: &str,
+        placement: Option<PlacementSpec>,
+    ) -> Result<(DocumentView, Vec<u8>), WorkflowError> {
         let id = random_token(12);
         let code = random_token(16);
         let original = sha256_hex(&pdf);
@@ -487,10 +665,26 @@ impl Workflow {
         let issuer = issuer_org(seal.certificate_chain());
         let signed = tokio::task::spawn_blocking(move || {
             let visibility = match placement {
-                Some(p) => Visibility::Stamp { placement: p, text: StampText { name: org.clone().unwrap_or_default(), title: Some("Segel elektronik".into()), signer_id: None, time_text: String::new(), qr_url: Some(qr), issuer_org: issuer } },
+                Some(p) => Visibility::Stamp {
+                    placement: p,
+                    text: StampText {
+                        name: org.clone().unwrap_or_default(),
+                        title: Some("Segel elektronik".into()),
+                        signer_id: None,
+                        time_text: String::new(),
+                        qr_url: Some(qr),
+                        issuer_org: issuer,
+                    },
+                },
                 None => Visibility::Invisible,
             };
-            let req = SignRequest { field_name: Some("Segel".into()), reason: Some("Segel elektronik".into()), signer_name: org, visibility, ..Default::default() };
+            let req = SignRequest {
+                field_name: Some("Segel".into()),
+                reason: Some("Segel elektronik".into()),
+                signer_name: org,
+                visibility,
+                ..Default::default()
+            };
             sign_pdf(pdf, seal.as_ref(), &req, clock.as_ref()).map(|s| (s, zone))
         })
         .await
@@ -498,7 +692,9 @@ impl Workflow {
         let bytes = signed.0.bytes;
         let blobs = self.blobs.clone();
         let stored = bytes.clone();
-        let sha = tokio::task::spawn_blocking(move || blobs.put(&stored)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??;
+        let sha = tokio::task::spawn_blocking(move || blobs.put(&stored))
+            .await
+            .map_err(|e| WorkflowError::Internal(e.to_string()))??;
         let record = super::batcher::SealRecord {
             id: id.clone(),
             app_id: app.id.clone(),
@@ -510,16 +706,28 @@ impl Workflow {
             signed_sha256: sha,
             at: self.now_ms(),
         };
-        self.seals.record(record).await.map_err(WorkflowError::Internal)?;
+        self.seals
+            .record(record)
+            .await
+            .map_err(WorkflowError::Internal)?;
         metrics::counter!("segel_signatures_total", "kind" => "seal").increment(1);
         Ok((self.document(&id).await?, bytes))
     }
 
     /// Start a batch seal job over `files`; progress is in the `jobs` table. The job runs in
     /// the background; each letter is sealed and recorded like `POST /api/v1/seal`.
-    pub async fn start_seal_batch(self: &std::sync::Arc<Self>, app: &App, files: Vec<Vec<u8>>, title: String, letter_number: String) -> Result<serde_json::Value, WorkflowError> {
+    pub async fn start_seal_batch(
+        self: &std::sync::Arc<Self>,
+        app: &App,
+        files: Vec<Vec<u8>>,
+        title: String,
+        letter_number: String,
+    ) -> Result<serde_json::Value, WorkflowError> {
         if files.is_empty() || files.len() > 1000 {
-            return Err(WorkflowError::invalid("invalid_batch", "give 1 to 1000 files"));
+            return Err(WorkflowError::invalid(
+                "invalid_batch",
+                "give 1 to 1000 files",
+            ));
         }
         let id = random_token(12);
         let now = self.now_ms();
@@ -527,7 +735,14 @@ impl Workflow {
         let mut tx = self.db.begin_write().await?;
         sqlx::query("INSERT INTO jobs (id, app_id, total, done, failed, status, results, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, 'running', '[]', $4, $4)")
             .bind(&id).bind(&app.id).bind(total).bind(now).execute(&mut *tx).await?;
-        self.audit(&mut tx, &app.actor(), "seal.batch_started", None, serde_json::json!({"job": id, "files": total})).await?;
+        self.audit(
+            &mut tx,
+            &app.actor(),
+            "seal.batch_started",
+            None,
+            serde_json::json!({"job": id, "files": total}),
+        )
+        .await?;
         tx.commit().await?;
         let wf = self.clone();
         let app = app.clone();
@@ -536,7 +751,11 @@ impl Workflow {
             let mut results = Vec::new();
             let (mut done, mut failed) = (0i64, 0i64);
             for (i, pdf) in files.into_iter().enumerate() {
-                let number = if letter_number.is_empty() { format!("{}", i + 1) } else { format!("{letter_number}/{}", i + 1) };
+                let number = if letter_number.is_empty() {
+                    format!("{}", i + 1)
+                } else {
+                    format!("{letter_number}/{}", i + 1)
+                };
                 match wf.seal(&app, pdf, &title, &number, None).await {
                     Ok((doc, _)) => {
                         done += 1;
@@ -544,10 +763,16 @@ impl Workflow {
                     }
                     Err(e) => {
                         failed += 1;
-                        results.push(serde_json::json!({"index": i, "ok": false, "error": e.to_string()}));
+                        results.push(
+                            serde_json::json!({"index": i, "ok": false, "error": e.to_string()}),
+                        );
                     }
                 }
-                let status = if (done + failed) == total { "finished" } else { "running" };
+                let status = if (done + failed) == total {
+                    "finished"
+                } else {
+                    "running"
+                };
                 let r = sqlx::query("UPDATE jobs SET done = $1, failed = $2, status = $3, results = $4, updated_at = $5 WHERE id = $6")
                     .bind(done).bind(failed).bind(status).bind(serde_json::Value::Array(results.clone()).to_string()).bind(wf.now_ms()).bind(&job)
                     .execute(&wf.db.pool).await;
@@ -560,13 +785,23 @@ impl Workflow {
     }
 
     /// Progress of a batch seal job of `app`.
-    pub async fn seal_batch(&self, app: &App, id: &str) -> Result<serde_json::Value, WorkflowError> {
-        let row = sqlx::query("SELECT app_id, total, done, failed, status, results FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.db.pool).await?
-            .ok_or_else(|| WorkflowError::NotFound(format!("no job {id:?}")))?;
+    pub async fn seal_batch(
+        &self,
+        app: &App,
+        id: &str,
+    ) -> Result<serde_json::Value, WorkflowError> {
+        let row = sqlx::query(
+            "SELECT app_id, total, done, failed, status, results FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(format!("no job {id:?}")))?;
         if row.try_get::<String, _>("app_id")? != app.id {
             return Err(WorkflowError::NotFound(format!("no job {id:?}")));
         }
-        let results: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("results")?).unwrap_or_default();
+        let results: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("results")?).unwrap_or_default();
         Ok(serde_json::json!({
             "job_id": id, "status": row.try_get::<String, _>("status")?, "total": row.try_get::<i64, _>("total")?,
             "done": row.try_get::<i64, _>("done")?, "failed": row.try_get::<i64, _>("failed")?, "results": results,
@@ -575,19 +810,36 @@ impl Workflow {
 
     /// Sign at once as `official` (BSrE-compatible API) and register the completed letter.
     #[allow(clippy::too_many_arguments)]
-    pub async fn sign_direct(&self, app: &App, official: &Official, signer: std::sync::Arc<dyn Signer>, pdf: Vec<u8>, mut visibility: Visibility, reason: Option<String>, location: Option<String>) -> Result<(DocumentView, Vec<u8>), WorkflowError> {
+    pub async fn sign_direct(
+        &self,
+        app: &App,
+        official: &Official,
+        signer: std::sync::Arc<dyn Signer>,
+        pdf: Vec<u8>,
+        mut visibility: Visibility,
+        reason: Option<String>,
+        location: Option<String>,
+    ) -> Result<(DocumentView, Vec<u8>), WorkflowError> {
         let id = random_token(12);
         let code = random_token(16);
         let original = sha256_hex(&pdf);
         if let Visibility::Stamp { text, .. } = &mut visibility {
-            text.qr_url.get_or_insert_with(|| self.verification_url(&code));
+            text.qr_url
+                .get_or_insert_with(|| self.verification_url(&code));
             if text.issuer_org.is_none() {
                 text.issuer_org = issuer_org(signer.certificate_chain());
             }
         }
         let (zone, clock, name) = (self.zone.clone(), self.clock.clone(), official.name.clone());
         let signed = tokio::task::spawn_blocking(move || {
-            let req = SignRequest { reason, location, signer_name: Some(name), visibility, zone, ..Default::default() };
+            let req = SignRequest {
+                reason,
+                location,
+                signer_name: Some(name),
+                visibility,
+                zone,
+                ..Default::default()
+            };
             sign_pdf(pdf, signer.as_ref(), &req, clock.as_ref())
         })
         .await
@@ -595,7 +847,9 @@ impl Workflow {
         let bytes = signed.bytes;
         let blobs = self.blobs.clone();
         let stored = bytes.clone();
-        let sha = tokio::task::spawn_blocking(move || blobs.put(&stored)).await.map_err(|e| WorkflowError::Internal(e.to_string()))??;
+        let sha = tokio::task::spawn_blocking(move || blobs.put(&stored))
+            .await
+            .map_err(|e| WorkflowError::Internal(e.to_string()))??;
         let now = self.now_ms();
         let mut tx = self.db.begin_write().await?;
         sqlx::query("INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, 'completed', $5, $6, $7, $7, NULL, 1, $8, $8)")
@@ -603,7 +857,14 @@ impl Workflow {
             .execute(&mut *tx).await?;
         sqlx::query("INSERT INTO steps (document_id, n, official_id, action, placement, status, acted_at, reason) VALUES ($1, 1, $2, 'sign', 'null', 'done', $3, NULL)")
             .bind(&id).bind(&official.id).bind(now).execute(&mut *tx).await?;
-        self.audit(&mut tx, &official.actor(), "document.signed", Some(&id), serde_json::json!({"sha256": sha, "via": "bsre-v2", "app": app.name})).await?;
+        self.audit(
+            &mut tx,
+            &official.actor(),
+            "document.signed",
+            Some(&id),
+            serde_json::json!({"sha256": sha, "via": "bsre-v2", "app": app.name}),
+        )
+        .await?;
         tx.commit().await?;
         self.after_commit().await;
         metrics::counter!("segel_signatures_total", "kind" => "bsre").increment(1);
@@ -612,17 +873,31 @@ impl Workflow {
 
     /// The public record behind a verification code.
     pub async fn public_record(&self, code: &str) -> Result<PublicRecord, WorkflowError> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM documents WHERE verification_code = $1").bind(code).fetch_optional(&self.db.pool).await?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM documents WHERE verification_code = $1")
+                .bind(code)
+                .fetch_optional(&self.db.pool)
+                .await?;
         let id = id.ok_or_else(|| WorkflowError::NotFound("unknown verification code".into()))?;
         let doc = self.document(&id).await?;
         let mut signers = Vec::new();
         for s in &doc.steps {
             let o = self.official_by("id", &s.official_id).await?;
-            signers.push(PublicSigner { name: o.name, title: o.title, action: s.action.clone(), signed_at: s.acted_at.filter(|_| s.status == "done") });
+            signers.push(PublicSigner {
+                name: o.name,
+                title: o.title,
+                action: s.action.clone(),
+                signed_at: s.acted_at.filter(|_| s.status == "done"),
+            });
         }
         if doc.steps.is_empty() {
             let (cn, _) = subject_cn_org(self.seal.certificate_chain());
-            signers.push(PublicSigner { name: cn.unwrap_or_default(), title: "Segel elektronik".into(), action: "seal".into(), signed_at: Some(doc.created_at) });
+            signers.push(PublicSigner {
+                name: cn.unwrap_or_default(),
+                title: "Segel elektronik".into(),
+                action: "seal".into(),
+                signed_at: Some(doc.created_at),
+            });
         }
         let status = match doc.status.as_str() {
             "completed" => "valid",
@@ -630,20 +905,46 @@ impl Workflow {
             other => other,
         }
         .to_string();
-        Ok(PublicRecord { verification_code: doc.verification_code, title: doc.title, letter_number: doc.letter_number, status, signed_sha256: doc.signed_sha256, signers })
+        Ok(PublicRecord {
+            verification_code: doc.verification_code,
+            title: doc.title,
+            letter_number: doc.letter_number,
+            status,
+            signed_sha256: doc.signed_sha256,
+            signers,
+        })
     }
 }
 
 fn subject_cn_org(chain: &[Vec<u8>]) -> (Option<String>, Option<String>) {
-    let Some(Ok((_, c))) = chain.first().map(|d| x509_parser::parse_x509_certificate(d)) else { return (None, None) };
-    let cn = c.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_string);
-    let o = c.subject().iter_organization().next().and_then(|a| a.as_str().ok()).map(str::to_string);
+    let Some(Ok((_, c))) = chain
+        .first()
+        .map(|d| x509_parser::parse_x509_certificate(d))
+    else {
+        return (None, None);
+    };
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string);
+    let o = c
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string);
     (cn, o)
 }
 
 fn issuer_org(chain: &[Vec<u8>]) -> Option<String> {
     let (_, c) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
-    c.issuer().iter_organization().next().and_then(|a| a.as_str().ok()).map(str::to_string)
+    c.issuer()
+        .iter_organization()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string)
 }
 
 #[cfg(test)]

@@ -44,7 +44,10 @@ pub enum WorkflowError {
 
 impl WorkflowError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        WorkflowError::Invalid { code, message: message.into() }
+        WorkflowError::Invalid {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -76,11 +79,18 @@ impl From<crate::pdf::PdfError> for WorkflowError {
     fn from(e: crate::pdf::PdfError) -> Self {
         use crate::pdf::PdfError as P;
         let code = match &e {
-            P::Empty | P::NotPdf | P::Truncated(_) | P::XrefDamaged(_) | P::Malformed(_) => "invalid_pdf",
+            P::Empty | P::NotPdf | P::Truncated(_) | P::XrefDamaged(_) | P::Malformed(_) => {
+                "invalid_pdf"
+            }
             P::Encrypted => "encrypted_pdf",
-            P::CertifiedNoChanges | P::CertifiedNewVisibleField(_) | P::CertifyAfterSignature | P::FieldSigned(_) => "document_locked",
+            P::CertifiedNoChanges
+            | P::CertifiedNewVisibleField(_)
+            | P::CertifyAfterSignature
+            | P::FieldSigned(_) => "document_locked",
             P::NoSuchPage { .. } | P::AnchorNotFound(_) | P::Placement(_) => "invalid_placement",
-            P::ContentsTooSmall { .. } | P::Cms(_) => return WorkflowError::Internal(e.to_string()),
+            P::ContentsTooSmall { .. } | P::Cms(_) => {
+                return WorkflowError::Internal(e.to_string());
+            }
         };
         WorkflowError::invalid(code, e.to_string())
     }
@@ -136,7 +146,10 @@ impl Workflow {
     /// Sign a checkpoint when the chain reached the configured interval (after a commit).
     pub async fn after_commit(&self) {
         let every = self.cfg.audit_checkpoint_every.max(1);
-        if let Err(e) = crate::audit::maybe_checkpoint(&self.db, self.auditor.as_ref(), every, self.now_ms()).await {
+        if let Err(e) =
+            crate::audit::maybe_checkpoint(&self.db, self.auditor.as_ref(), every, self.now_ms())
+                .await
+        {
             tracing::error!(error = %e, "audit checkpoint failed");
         }
     }
@@ -151,5 +164,9 @@ pub fn random_token(bytes: usize) -> String {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -19,13 +19,26 @@ pub fn backoff_ms(n: i64) -> i64 {
 pub fn signature_header(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, body);
-    format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256={}",
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 impl Workflow {
     /// Queue a webhook for `doc` inside the transaction that changes it.
-    pub async fn enqueue_webhook(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, doc: &DocumentView, event: &str) -> Result<(), WorkflowError> {
-        let Some(url) = &doc.callback_url else { return Ok(()) };
+    pub async fn enqueue_webhook(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        doc: &DocumentView,
+        event: &str,
+    ) -> Result<(), WorkflowError> {
+        let Some(url) = &doc.callback_url else {
+            return Ok(());
+        };
         let status = match event {
             "document.completed" => "completed",
             "document.rejected" => "rejected",
@@ -50,7 +63,10 @@ impl Workflow {
     ///
     /// Each is claimed first by moving its next attempt into the future (a lease), so several
     /// instances never deliver the same attempt twice.
-    pub async fn deliver_due_webhooks(&self, client: &reqwest::Client) -> Result<usize, WorkflowError> {
+    pub async fn deliver_due_webhooks(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<usize, WorkflowError> {
         let now = self.now_ms();
         let due = sqlx::query("SELECT id, app_id, url, body, attempts, next_attempt_at FROM webhooks WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 20")
             .bind(now).fetch_all(&self.db.pool).await?;
@@ -71,19 +87,31 @@ impl Workflow {
             let result = client
                 .post(&url)
                 .header("Content-Type", "application/json")
-                .header("X-Segel-Signature", signature_header(&app.webhook_secret, body.as_bytes()))
+                .header(
+                    "X-Segel-Signature",
+                    signature_header(&app.webhook_secret, body.as_bytes()),
+                )
                 .header("X-Segel-Delivery", &id)
                 .timeout(Duration::from_secs(10))
                 .body(body)
                 .send()
                 .await;
             let (code, error) = match &result {
-                Ok(r) => (Some(i64::from(r.status().as_u16())), (!r.status().is_success()).then(|| format!("HTTP {}", r.status()))),
+                Ok(r) => (
+                    Some(i64::from(r.status().as_u16())),
+                    (!r.status().is_success()).then(|| format!("HTTP {}", r.status())),
+                ),
                 Err(e) => (None, Some(e.to_string())),
             };
             let n = attempts + 1;
             let done = error.is_none();
-            let status = if done { "delivered" } else if n >= MAX_ATTEMPTS { "failed" } else { "pending" };
+            let status = if done {
+                "delivered"
+            } else if n >= MAX_ATTEMPTS {
+                "failed"
+            } else {
+                "pending"
+            };
             let mut tx = self.db.begin_write().await?;
             sqlx::query("INSERT INTO webhook_attempts (webhook_id, n, at, status_code, error) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&id).bind(n).bind(self.now_ms()).bind(code).bind(error.clone()).execute(&mut *tx).await?;
@@ -96,7 +124,10 @@ impl Workflow {
     }
 
     /// Every attempt of every webhook of a document, for the document's history.
-    pub async fn webhook_attempts(&self, doc_id: &str) -> Result<Vec<serde_json::Value>, WorkflowError> {
+    pub async fn webhook_attempts(
+        &self,
+        doc_id: &str,
+    ) -> Result<Vec<serde_json::Value>, WorkflowError> {
         let rows = sqlx::query("SELECT w.id, w.event, w.status, a.n, a.at, a.status_code, a.error FROM webhooks w LEFT JOIN webhook_attempts a ON a.webhook_id = w.id WHERE w.document_id = $1 ORDER BY w.created_at, a.n")
             .bind(doc_id).fetch_all(&self.db.pool).await?;
         rows.iter()

@@ -4,9 +4,9 @@
 use crate::common::*;
 use crate::sign_interop::assert_validators_accept;
 use crate::validators;
+use segel::keys::KeyError;
 use segel::keys::devpki::{DevPki, InitOptions, KeyAlgorithm};
 use segel::keys::keystore::{FileKeyStore, KdfParams, LogEvents, Passphrase};
-use segel::keys::KeyError;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,7 +14,10 @@ fn segel(keystore: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_segel"))
         .args(args)
         .env("SEGEL_KEYSTORE", keystore)
-        .env("SEGEL_DATABASE_URL", format!("sqlite://{}", keystore.with_extension("audit.db").display()))
+        .env(
+            "SEGEL_DATABASE_URL",
+            format!("sqlite://{}", keystore.with_extension("audit.db").display()),
+        )
         .env("SEGEL_INSECURE_FAST_KDF", "1")
         .env_remove("SEGEL_PASSPHRASE")
         .envs(env.iter().copied())
@@ -30,26 +33,44 @@ fn ok(o: &Output) -> String {
 }
 
 fn err(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Lines other than the error: only the test-only fast-KDF warning this file turns on.
     let e = String::from_utf8_lossy(&o.stderr).to_string();
-    let lines: Vec<&str> = e.lines().filter(|l| !l.contains("SEGEL_INSECURE_FAST_KDF")).collect();
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| !l.contains("SEGEL_INSECURE_FAST_KDF"))
+        .collect();
     assert_eq!(lines.len(), 1, "{e}");
     lines[0].to_string()
 }
 
 /// Issue a certificate for a CSR from keys-example's issuing CA (or another PKI directory).
 fn issue_for_csr(csr_pem: &str, pki: &Path, not_after: time::OffsetDateTime) -> String {
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key.pem")).unwrap()).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key.pem")).unwrap())
+            .unwrap();
     let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
     csr.params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
     csr.params.not_after = not_after;
-    csr.params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::ContentCommitment];
+    csr.params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::ContentCommitment,
+    ];
     csr.params.use_authority_key_identifier_extension = true;
     let cert = csr.signed_by(&issuer).unwrap();
-    format!("{}{}{}", cert.pem(), ca_pem, std::fs::read_to_string(pki.join("root-ca.pem")).unwrap())
+    format!(
+        "{}{}{}",
+        cert.pem(),
+        ca_pem,
+        std::fs::read_to_string(pki.join("root-ca.pem")).unwrap()
+    )
 }
 
 #[test]
@@ -58,61 +79,184 @@ fn keystore_lifecycle_through_the_cli() {
     let ks = dir.path().join("keys");
     let pp = [("SEGEL_PASSPHRASE", "kata sandi rahasia")];
     let csr_path = dir.path().join("andi.csr.pem");
-    ok(&segel(&ks, &pp, &["keys", "new", "--official", "andi", "--algorithm", "p256", "--name", "Andi Wijaya",
-        "--title", "Kepala Bagian Umum", "--nip", "199001012015031001", "--csr", csr_path.to_str().unwrap()]));
+    ok(&segel(
+        &ks,
+        &pp,
+        &[
+            "keys",
+            "new",
+            "--official",
+            "andi",
+            "--algorithm",
+            "p256",
+            "--name",
+            "Andi Wijaya",
+            "--title",
+            "Kepala Bagian Umum",
+            "--nip",
+            "199001012015031001",
+            "--csr",
+            csr_path.to_str().unwrap(),
+        ],
+    ));
     // The key on disk is sealed: no PKCS#8 in the clear.
     let record = std::fs::read_to_string(ks.join("andi.json")).unwrap();
     assert!(record.contains("\"ciphertext\"") && !record.contains("PRIVATE KEY"));
     // OpenSSL accepts the CSR and sees the official's identity in it.
     if validators::require("openssl") {
-        let o = Command::new("openssl").args(["req", "-verify", "-noout", "-subject", "-in"]).arg(&csr_path).output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let o = Command::new("openssl")
+            .args(["req", "-verify", "-noout", "-subject", "-in"])
+            .arg(&csr_path)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{text}");
-        assert!(text.contains("199001012015031001") && text.contains("Kepala Bagian Umum") && text.contains("Andi Wijaya"), "{text}");
+        assert!(
+            text.contains("199001012015031001")
+                && text.contains("Kepala Bagian Umum")
+                && text.contains("Andi Wijaya"),
+            "{text}"
+        );
     }
     // A second `keys new` for the same official is refused.
-    err(&segel(&ks, &pp, &["keys", "new", "--official", "andi", "--name", "X"]));
+    err(&segel(
+        &ks,
+        &pp,
+        &["keys", "new", "--official", "andi", "--name", "X"],
+    ));
 
     // Import the CA's answer; a certificate for another key is refused.
-    let chain = issue_for_csr(&std::fs::read_to_string(&csr_path).unwrap(), &root().join("keys-example"), time::OffsetDateTime::now_utc() + time::Duration::days(365));
+    let chain = issue_for_csr(
+        &std::fs::read_to_string(&csr_path).unwrap(),
+        &root().join("keys-example"),
+        time::OffsetDateTime::now_utc() + time::Duration::days(365),
+    );
     let chain_path = write(dir.path(), "andi.chain.pem", chain.as_bytes());
-    let e = err(&segel(&ks, &[], &["keys", "import-cert", "andi", "keys-example/officials/siti.chain.pem", "--trust", "keys-example/root-ca.pem"]));
+    let e = err(&segel(
+        &ks,
+        &[],
+        &[
+            "keys",
+            "import-cert",
+            "andi",
+            "keys-example/officials/siti.chain.pem",
+            "--trust",
+            "keys-example/root-ca.pem",
+        ],
+    ));
     assert!(e.contains("does not match"), "{e}");
-    let e = err(&segel(&ks, &[], &["keys", "import-cert", "andi", chain_path.to_str().unwrap(), "--trust", "fixtures/pki/root-ca.cert.pem"]));
+    let e = err(&segel(
+        &ks,
+        &[],
+        &[
+            "keys",
+            "import-cert",
+            "andi",
+            chain_path.to_str().unwrap(),
+            "--trust",
+            "fixtures/pki/root-ca.cert.pem",
+        ],
+    ));
     assert!(e.contains("anchor"), "{e}");
-    ok(&segel(&ks, &[], &["keys", "import-cert", "andi", chain_path.to_str().unwrap(), "--trust", "keys-example/root-ca.pem"]));
+    ok(&segel(
+        &ks,
+        &[],
+        &[
+            "keys",
+            "import-cert",
+            "andi",
+            chain_path.to_str().unwrap(),
+            "--trust",
+            "keys-example/root-ca.pem",
+        ],
+    ));
 
     // Sign with the keystore key.
     let out = dir.path().join("signed.pdf");
     let sign = |env: &[(&str, &str)], out: &Path| {
-        segel(&ks, env, &["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--official", "andi", "--visible", "--anchor", "${ttd}"])
+        segel(
+            &ks,
+            env,
+            &[
+                "sign",
+                "fixtures/pdf/letter.pdf",
+                "-o",
+                out.to_str().unwrap(),
+                "--official",
+                "andi",
+                "--visible",
+                "--anchor",
+                "${ttd}",
+            ],
+        )
     };
     ok(&sign(&pp, &out));
     assert_validators_accept(&out, 1, false);
-    let e = err(&sign(&[("SEGEL_PASSPHRASE", "salah sekali")], &dir.path().join("x.pdf")));
-    assert!(e.contains("wrong passphrase") && !e.contains("salah"), "{e}");
+    let e = err(&sign(
+        &[("SEGEL_PASSPHRASE", "salah sekali")],
+        &dir.path().join("x.pdf"),
+    ));
+    assert!(
+        e.contains("wrong passphrase") && !e.contains("salah"),
+        "{e}"
+    );
     assert!(!dir.path().join("x.pdf").exists());
 
     // Re-wrap: same key and certificate, new passphrase.
-    let before: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ks.join("andi.json")).unwrap()).unwrap();
-    ok(&segel(&ks, &[("SEGEL_PASSPHRASE", "kata sandi rahasia"), ("SEGEL_NEW_PASSPHRASE", "sandi baru yang panjang")], &["keys", "passphrase", "andi"]));
-    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ks.join("andi.json")).unwrap()).unwrap();
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ks.join("andi.json")).unwrap()).unwrap();
+    ok(&segel(
+        &ks,
+        &[
+            ("SEGEL_PASSPHRASE", "kata sandi rahasia"),
+            ("SEGEL_NEW_PASSPHRASE", "sandi baru yang panjang"),
+        ],
+        &["keys", "passphrase", "andi"],
+    ));
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ks.join("andi.json")).unwrap()).unwrap();
     assert_eq!(before["public_key"], after["public_key"]);
     assert_eq!(before["chain_pem"], after["chain_pem"]);
-    assert_ne!(before["location"]["sealed"]["ciphertext"], after["location"]["sealed"]["ciphertext"]);
+    assert_ne!(
+        before["location"]["sealed"]["ciphertext"],
+        after["location"]["sealed"]["ciphertext"]
+    );
     err(&sign(&pp, &dir.path().join("old.pdf")));
-    ok(&sign(&[("SEGEL_PASSPHRASE", "sandi baru yang panjang")], &dir.path().join("new.pdf")));
+    ok(&sign(
+        &[("SEGEL_PASSPHRASE", "sandi baru yang panjang")],
+        &dir.path().join("new.pdf"),
+    ));
 
     // List, disable.
     let list = ok(&segel(&ks, &[], &["keys", "list"]));
-    assert!(list.contains("andi") && list.contains("p256") && list.contains("keystore") && list.contains("active"), "{list}");
+    assert!(
+        list.contains("andi")
+            && list.contains("p256")
+            && list.contains("keystore")
+            && list.contains("active"),
+        "{list}"
+    );
     ok(&segel(&ks, &[], &["keys", "disable", "andi"]));
     // Every key event went to the audit log, which verifies.
     let db = format!("sqlite://{}", ks.with_extension("audit.db").display());
-    let verified = ok(&segel(&ks, &[], &["audit", "verify", "--database-url", &db]));
-    let entries: u64 = verified.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0);
-    assert!(entries >= 6, "created, certificate imported, unlock failed (x2), passphrase changed, disabled: {verified}");
-    let e = err(&sign(&[("SEGEL_PASSPHRASE", "sandi baru yang panjang")], &dir.path().join("d.pdf")));
+    let verified = ok(&segel(
+        &ks,
+        &[],
+        &["audit", "verify", "--database-url", &db],
+    ));
+    let entries: u64 = verified
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        entries >= 6,
+        "created, certificate imported, unlock failed (x2), passphrase changed, disabled: {verified}"
+    );
+    let e = err(&sign(
+        &[("SEGEL_PASSPHRASE", "sandi baru yang panjang")],
+        &dir.path().join("d.pdf"),
+    ));
     assert!(e.contains("disabled"), "{e}");
     assert!(ok(&segel(&ks, &[], &["keys", "list"])).contains("disabled"));
 }
@@ -121,47 +265,124 @@ fn keystore_lifecycle_through_the_cli() {
 fn pkcs12_import_resealed_under_the_passphrase() {
     let dir = tempdir();
     let ks = dir.path().join("keys");
-    for (id, file) in [("budi", "fixtures/pki/signer-rsa.p12"), ("budi-legacy", "fixtures/pki/signer-rsa-legacy.p12")] {
-        let env = [("SEGEL_PASSPHRASE", "kata sandi rahasia"), ("SEGEL_P12_PASSWORD", "test1234")];
+    for (id, file) in [
+        ("budi", "fixtures/pki/signer-rsa.p12"),
+        ("budi-legacy", "fixtures/pki/signer-rsa-legacy.p12"),
+    ] {
+        let env = [
+            ("SEGEL_PASSPHRASE", "kata sandi rahasia"),
+            ("SEGEL_P12_PASSWORD", "test1234"),
+        ];
         ok(&segel(&ks, &env, &["keys", "import-p12", id, file]));
         let out = dir.path().join(format!("{id}.pdf"));
-        ok(&segel(&ks, &env, &["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--official", id]));
+        ok(&segel(
+            &ks,
+            &env,
+            &[
+                "sign",
+                "fixtures/pdf/letter.pdf",
+                "-o",
+                out.to_str().unwrap(),
+                "--official",
+                id,
+            ],
+        ));
         assert_validators_accept(&out, 1, false);
     }
-    let e = err(&segel(&ks, &[("SEGEL_PASSPHRASE", "kata sandi rahasia"), ("SEGEL_P12_PASSWORD", "nope")], &["keys", "import-p12", "x", "fixtures/pki/signer-rsa.p12"]));
+    let e = err(&segel(
+        &ks,
+        &[
+            ("SEGEL_PASSPHRASE", "kata sandi rahasia"),
+            ("SEGEL_P12_PASSWORD", "nope"),
+        ],
+        &["keys", "import-p12", "x", "fixtures/pki/signer-rsa.p12"],
+    ));
     assert!(e.contains("PKCS#12"), "{e}");
 }
 
 #[test]
 fn expired_and_revoked_certificates_are_refused_before_signing() {
     let dir = tempdir();
-    let opts = InitOptions { base_url: "http://127.0.0.1:9".into(), organisation: "Uji".into(), now: time::OffsetDateTime::now_utc() };
+    let opts = InitOptions {
+        base_url: "http://127.0.0.1:9".into(),
+        organisation: "Uji".into(),
+        now: time::OffsetDateTime::now_utc(),
+    };
     let pki = DevPki::init(&dir.path().join("pki"), &opts).unwrap();
     let store = FileKeyStore::open(dir.path().join("keys")).unwrap();
     let pp = Passphrase::new("kata sandi rahasia");
     let now = time::OffsetDateTime::now_utc();
     let fast = KdfParams::insecure_fast();
-    for (id, not_after) in [("old", now - time::Duration::days(1)), ("live", now + time::Duration::days(30))] {
-        let csr = store.generate(id, KeyAlgorithm::P256, ("A", "B", "1", "Uji"), &pp, &fast, now, &LogEvents).unwrap();
-        let chain = segel::keys::load_certificates_pem(issue_for_csr(&csr, &pki.dir, not_after).as_bytes()).unwrap();
+    for (id, not_after) in [
+        ("old", now - time::Duration::days(1)),
+        ("live", now + time::Duration::days(30)),
+    ] {
+        let csr = store
+            .generate(
+                id,
+                KeyAlgorithm::P256,
+                ("A", "B", "1", "Uji"),
+                &pp,
+                &fast,
+                now,
+                &LogEvents,
+            )
+            .unwrap();
+        let chain =
+            segel::keys::load_certificates_pem(issue_for_csr(&csr, &pki.dir, not_after).as_bytes())
+                .unwrap();
         let mut record = store.get(id).unwrap();
-        record.chain_pem = Some(chain.iter().map(|c| segel::keys::devpki::cert_pem(c)).collect());
+        record.chain_pem = Some(
+            chain
+                .iter()
+                .map(|c| segel::keys::devpki::cert_pem(c))
+                .collect(),
+        );
         store.put(&record).unwrap();
     }
-    let e = store.unlock("old", &pp, false, now, &[], &LogEvents).unwrap_err();
+    let e = store
+        .unlock("old", &pp, false, now, &[], &LogEvents)
+        .unwrap_err();
     assert!(matches!(e, KeyError::CertificateState(_)), "{e}");
     assert!(e.to_string().contains("expired"), "{e}");
-    assert!(store.unlock("live", &pp, false, now, &[], &LogEvents).is_ok());
+    assert!(
+        store
+            .unlock("live", &pp, false, now, &[], &LogEvents)
+            .is_ok()
+    );
     // Not yet valid: the same certificate "a year ago".
-    let e = store.unlock("live", &pp, false, now - time::Duration::days(365), &[], &LogEvents).unwrap_err();
+    let e = store
+        .unlock(
+            "live",
+            &pp,
+            false,
+            now - time::Duration::days(365),
+            &[],
+            &LogEvents,
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("not valid before"), "{e}");
     // Revoked: `segel dev-pki revoke` updates the CRL the signer is checked against.
-    let chain = segel::keys::load_certificates_pem(store.get("live").unwrap().chain_pem.unwrap().as_bytes()).unwrap();
-    let serial = x509_parser::parse_x509_certificate(&chain[0]).unwrap().1.raw_serial_as_string().replace(':', "");
-    let o = Command::new(env!("CARGO_BIN_EXE_segel")).args(["dev-pki", "revoke", "--dir"]).arg(&pki.dir).arg(&serial).output().unwrap();
+    let chain = segel::keys::load_certificates_pem(
+        store.get("live").unwrap().chain_pem.unwrap().as_bytes(),
+    )
+    .unwrap();
+    let serial = x509_parser::parse_x509_certificate(&chain[0])
+        .unwrap()
+        .1
+        .raw_serial_as_string()
+        .replace(':', "");
+    let o = Command::new(env!("CARGO_BIN_EXE_segel"))
+        .args(["dev-pki", "revoke", "--dir"])
+        .arg(&pki.dir)
+        .arg(&serial)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let crl = std::fs::read(pki.path("crl/issuing-ca.crl")).unwrap();
-    let e = store.unlock("live", &pp, false, now, &[crl], &LogEvents).unwrap_err();
+    let e = store
+        .unlock("live", &pp, false, now, &[crl], &LogEvents)
+        .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
     // And the verifier honours the same CRL for an earlier signature by that key.
     let _ = e;
@@ -170,12 +391,27 @@ fn expired_and_revoked_certificates_are_refused_before_signing() {
 #[test]
 fn dev_pki_issue_adds_an_official_that_signs_valid() {
     let dir = tempdir();
-    let opts = InitOptions { base_url: "http://127.0.0.1:9".into(), organisation: "Uji".into(), now: time::OffsetDateTime::now_utc() };
+    let opts = InitOptions {
+        base_url: "http://127.0.0.1:9".into(),
+        organisation: "Uji".into(),
+        now: time::OffsetDateTime::now_utc(),
+    };
     let pki = DevPki::init(&dir.path().join("pki"), &opts).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_segel"))
         .args(["dev-pki", "issue", "--dir"])
         .arg(&pki.dir)
-        .args(["--id", "rina", "--cn", "Rina Kusuma", "--title", "Direktur", "--nip", "198501012010012001", "--algorithm", "rsa2048"])
+        .args([
+            "--id",
+            "rina",
+            "--cn",
+            "Rina Kusuma",
+            "--title",
+            "Direktur",
+            "--nip",
+            "198501012010012001",
+            "--algorithm",
+            "rsa2048",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -184,7 +420,16 @@ fn dev_pki_issue_adds_an_official_that_signs_valid() {
         &[pki.path("officials/rina.chain.pem").to_str().unwrap()],
         false,
     );
-    let signed = segel::pdf::sign_pdf(read("fixtures/pdf/letter.pdf"), &s, &Default::default(), &now()).unwrap();
-    let report = crate::verify::verify(&signed.bytes, &crate::verify::store(&[pki.path("root-ca.pem")], &[]));
+    let signed = segel::pdf::sign_pdf(
+        read("fixtures/pdf/letter.pdf"),
+        &s,
+        &Default::default(),
+        &now(),
+    )
+    .unwrap();
+    let report = crate::verify::verify(
+        &signed.bytes,
+        &crate::verify::store(&[pki.path("root-ca.pem")], &[]),
+    );
     assert!(report.all_valid(), "{report:#?}");
 }

@@ -500,26 +500,69 @@ fn softhsm2_token_keys_sign_pades() {
     {
         use segel::keys::keystore::{FileKeyStore, HsmSpec, KdfParams, LogEvents, Passphrase};
         let store = FileKeyStore::open(dir.path().join("keystore")).unwrap();
-        let spec = HsmSpec { module: module.clone(), token_label: TOKEN.into(), pin_env: Some(PIN_VAR.into()), pin_file: None };
+        let spec = HsmSpec {
+            module: module.clone(),
+            token_label: TOKEN.into(),
+            pin_env: Some(PIN_VAR.into()),
+            pin_file: None,
+        };
         let pp = Passphrase::new("kata sandi token");
         let now = time::OffsetDateTime::now_utc();
         let csr = store
-            .generate_in_hsm("hani", KeyAlgorithm::P256, ("Hani Putri", "Direktur", "198801012012012001", "Uji"), &spec, &pp, &KdfParams::insecure_fast(), now, &LogEvents)
+            .generate_in_hsm(
+                "hani",
+                KeyAlgorithm::P256,
+                ("Hani Putri", "Direktur", "198801012012012001", "Uji"),
+                &spec,
+                &pp,
+                &KdfParams::insecure_fast(),
+                now,
+                &LogEvents,
+            )
             .unwrap();
         let csr_path = write(dir.path(), "hani.csr.pem", csr.as_bytes());
-        let o = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&csr_path).output().unwrap();
+        let o = Command::new("openssl")
+            .args(["req", "-verify", "-noout", "-in"])
+            .arg(&csr_path)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let record = store.get("hani").unwrap();
-        let spki = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &record.public_key).unwrap();
+        let spki = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            &record.public_key,
+        )
+        .unwrap();
         let leaf = issue(&spki, "Hani Putri", &issuing_ca());
-        let anchors = vec![load_certificates_pem(&read("keys-example/root-ca.pem")).unwrap().remove(0)];
-        store.import_certificate("hani", chain(leaf), &anchors, now, &LogEvents).unwrap();
+        let anchors = vec![
+            load_certificates_pem(&read("keys-example/root-ca.pem"))
+                .unwrap()
+                .remove(0),
+        ];
+        store
+            .import_certificate("hani", chain(leaf), &anchors, now, &LogEvents)
+            .unwrap();
         assert!(matches!(
-            store.unlock_signer("hani", &Passphrase::new("salah"), false, now, &[], &LogEvents),
+            store.unlock_signer(
+                "hani",
+                &Passphrase::new("salah"),
+                false,
+                now,
+                &[],
+                &LogEvents
+            ),
             Err(KeyError::WrongPassphrase)
         ));
-        let signer = store.unlock_signer("hani", &pp, false, now, &[], &LogEvents).unwrap();
-        let signed = sign_pdf(read("fixtures/pdf/letter.pdf"), signer.as_ref(), &SignRequest::default(), &crate::common::now()).unwrap();
+        let signer = store
+            .unlock_signer("hani", &pp, false, now, &[], &LogEvents)
+            .unwrap();
+        let signed = sign_pdf(
+            read("fixtures/pdf/letter.pdf"),
+            signer.as_ref(),
+            &SignRequest::default(),
+            &crate::common::now(),
+        )
+        .unwrap();
         let out = write(dir.path(), "hani.pdf", &signed.bytes);
         crate::sign_interop::assert_validators_accept(&out, 1, false);
     }

@@ -42,8 +42,15 @@ pub async fn spawn(cfg: Config) -> TestApp {
     let task = tokio::spawn(async move {
         let _ = app.run().await;
     });
-    let creds: Value = serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap()).unwrap();
-    TestApp { base, client: reqwest::Client::new(), creds, task }
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap())
+            .unwrap();
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        creds,
+        task,
+    }
 }
 
 impl TestApp {
@@ -53,9 +60,16 @@ impl TestApp {
 
     pub async fn login(&self, who: &str) -> String {
         let c = &self.creds[who];
-        let r: Value = self.client.post(format!("{}/api/v1/login", self.base))
+        let r: Value = self
+            .client
+            .post(format!("{}/api/v1/login", self.base))
             .json(&json!({"username": c["username"], "password": c["password"]}))
-            .send().await.unwrap().json().await.unwrap();
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         r["token"].as_str().expect("token").to_string()
     }
 
@@ -65,14 +79,37 @@ impl TestApp {
 
     pub async fn submit(&self, pdf: Vec<u8>, meta: Value) -> reqwest::Response {
         let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(pdf).file_name("letter.pdf"))
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(pdf).file_name("letter.pdf"),
+            )
             .text("metadata", meta.to_string());
-        self.client.post(format!("{}/api/v1/documents", self.base)).bearer_auth(self.app_key()).multipart(form).send().await.unwrap()
+        self.client
+            .post(format!("{}/api/v1/documents", self.base))
+            .bearer_auth(self.app_key())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
-    pub async fn approve(&self, token: &str, id: &str, n: i64, passphrase: &str) -> reqwest::Response {
-        self.client.post(format!("{}/api/v1/documents/{id}/steps/{n}/approve", self.base))
-            .bearer_auth(token).json(&json!({"passphrase": passphrase})).send().await.unwrap()
+    pub async fn approve(
+        &self,
+        token: &str,
+        id: &str,
+        n: i64,
+        passphrase: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/api/v1/documents/{id}/steps/{n}/approve",
+                self.base
+            ))
+            .bearer_auth(token)
+            .json(&json!({"passphrase": passphrase}))
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -99,19 +136,26 @@ pub async fn hook(fail_first: usize) -> Hook {
     let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let r = received.clone();
-    let app = axum::Router::new().route("/hook", post(move |headers: axum::http::HeaderMap, body: String| {
-        let r = r.clone();
-        let calls = calls.clone();
-        async move {
-            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if n < fail_first {
-                return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let r = r.clone();
+            let calls = calls.clone();
+            async move {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n < fail_first {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let sig = headers
+                    .get("x-segel-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                r.lock().unwrap().push((sig, body));
+                axum::http::StatusCode::OK
             }
-            let sig = headers.get("x-segel-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            r.lock().unwrap().push((sig, body));
-            axum::http::StatusCode::OK
-        }
-    }));
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -131,7 +175,11 @@ async fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
 async fn audit_verify(db_url: &str) -> std::process::Output {
     let url = db_url.to_string();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_segel")).args(["audit", "verify", "--database-url", &url]).current_dir(root()).output().unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_segel"))
+            .args(["audit", "verify", "--database-url", &url])
+            .current_dir(root())
+            .output()
+            .unwrap()
     })
     .await
     .unwrap()
@@ -141,28 +189,57 @@ async fn whole_flow(db_url: String) {
     let dir = tempdir();
     let app = spawn(config(&db_url, dir.path())).await;
     let hook = hook(0).await;
-    let r = app.submit(read("fixtures/pdf/letter.pdf"), letter_meta(Some(&hook.url))).await;
+    let r = app
+        .submit(
+            read("fixtures/pdf/letter.pdf"),
+            letter_meta(Some(&hook.url)),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let doc: Value = r.json().await.unwrap();
     let id = doc["id"].as_str().unwrap().to_string();
     let code = doc["verification_code"].as_str().unwrap().to_string();
-    assert!(code.len() >= 22, "verification codes carry at least 128 bits");
+    assert!(
+        code.len() >= 22,
+        "verification codes carry at least 128 bits"
+    );
 
     let reviewer = app.login("reviewer").await;
     let signer = app.login("signer").await;
     // The signer's step waits for the paraf; the inbox shows it only to the reviewer.
-    assert_eq!(app.approve(&signer, &id, 2, &app.passphrase("signer")).await.status(), 409);
-    let inbox: Value = app.client.get(format!("{}/api/v1/inbox", app.base)).bearer_auth(&reviewer).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        app.approve(&signer, &id, 2, &app.passphrase("signer"))
+            .await
+            .status(),
+        409
+    );
+    let inbox: Value = app
+        .client
+        .get(format!("{}/api/v1/inbox", app.base))
+        .bearer_auth(&reviewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(inbox["documents"][0]["id"], id.as_str());
-    let r = app.approve(&reviewer, &id, 1, &app.passphrase("reviewer")).await;
+    let r = app
+        .approve(&reviewer, &id, 1, &app.passphrase("reviewer"))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = app.approve(&signer, &id, 2, &app.passphrase("signer")).await;
+    let r = app
+        .approve(&signer, &id, 2, &app.passphrase("signer"))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let done: Value = r.json().await.unwrap();
     assert_eq!(done["status"], "completed");
 
     // The webhook arrives, signed with the application's secret.
-    assert!(wait_for(|| !hook.received.lock().unwrap().is_empty(), 20).await, "webhook not received");
+    assert!(
+        wait_for(|| !hook.received.lock().unwrap().is_empty(), 20).await,
+        "webhook not received"
+    );
     let (sig, body) = hook.received.lock().unwrap()[0].clone();
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["event"], "document.completed");
@@ -170,29 +247,119 @@ async fn whole_flow(db_url: String) {
     assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64, "{sig}");
 
     // Download, check with validators and the public endpoints.
-    let signed = app.client.get(format!("{}/api/v1/documents/{id}/file?version=signed", app.base)).bearer_auth(app.app_key()).send().await.unwrap().bytes().await.unwrap().to_vec();
+    let signed = app
+        .client
+        .get(format!(
+            "{}/api/v1/documents/{id}/file?version=signed",
+            app.base
+        ))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
     let path = write(dir.path(), "signed.pdf", &signed);
     crate::sign_interop::assert_validators_accept(&path, 2, false);
-    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(signed.clone()).file_name("x.pdf"));
-    let report: Value = app.client.post(format!("{}/api/v1/verify", app.base)).multipart(form).send().await.unwrap().json().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(signed.clone()).file_name("x.pdf"),
+    );
+    let report: Value = app
+        .client
+        .post(format!("{}/api/v1/verify", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(report["valid_signatures"], 2, "{report}");
-    let record: Value = app.client.get(format!("{}/api/v1/public/{code}", app.base)).send().await.unwrap().json().await.unwrap();
+    let record: Value = app
+        .client
+        .get(format!("{}/api/v1/public/{code}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(record["status"], "valid");
-    assert_eq!(record["signed_sha256"], segel::workflow::sha256_hex(&signed));
-    let page = app.client.get(format!("{}/v/{code}", app.base)).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("B-123/DJPP/2026") && page.contains("Budi Santoso") && page.contains("SAH"), "{page}");
-    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(signed).file_name("x.pdf"));
-    let checked = app.client.post(format!("{}/v/{code}/check", app.base)).multipart(form).send().await.unwrap().text().await.unwrap();
-    assert!(checked.contains("sama dengan dokumen yang terdaftar"), "{checked}");
-    let unknown = app.client.get(format!("{}/v/AAAAAAAAAAAAAAAAAAAAAA", app.base)).send().await.unwrap();
+    assert_eq!(
+        record["signed_sha256"],
+        segel::workflow::sha256_hex(&signed)
+    );
+    let page = app
+        .client
+        .get(format!("{}/v/{code}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("B-123/DJPP/2026") && page.contains("Budi Santoso") && page.contains("SAH"),
+        "{page}"
+    );
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(signed).file_name("x.pdf"),
+    );
+    let checked = app
+        .client
+        .post(format!("{}/v/{code}/check", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        checked.contains("sama dengan dokumen yang terdaftar"),
+        "{checked}"
+    );
+    let unknown = app
+        .client
+        .get(format!("{}/v/AAAAAAAAAAAAAAAAAAAAAA", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
 
     // History and audit.
-    let full: Value = app.client.get(format!("{}/api/v1/documents/{id}", app.base)).bearer_auth(app.app_key()).send().await.unwrap().json().await.unwrap();
-    let actions: Vec<&str> = full["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["document.submitted", "document.paraf", "document.signed"]);
+    let full: Value = app
+        .client
+        .get(format!("{}/api/v1/documents/{id}", app.base))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = full["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["document.submitted", "document.paraf", "document.signed"]
+    );
     let o = audit_verify(&db_url).await;
-    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,19 +380,58 @@ async fn error_paths(db_url: String) {
     let b = &app.base;
     let err = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_string();
     // Authentication and scopes.
-    let r = c.post(format!("{b}/api/v1/documents")).send().await.unwrap();
+    let r = c
+        .post(format!("{b}/api/v1/documents"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(err(&r.json().await.unwrap()), "unauthorized");
-    let r = c.get(format!("{b}/api/v1/inbox")).bearer_auth("nonsense").send().await.unwrap();
+    let r = c
+        .get(format!("{b}/api/v1/inbox"))
+        .bearer_auth("nonsense")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Bad inputs: not a PDF, an encrypted one, bad metadata, unknown official, anchor missing.
     for (pdf, meta, status, code) in [
-        (read("fixtures/bad/not-a-pdf.pdf"), letter_meta(None), 422, "invalid_pdf"),
-        (read("fixtures/pdf/encrypted.pdf"), letter_meta(None), 422, "encrypted_pdf"),
-        (read("fixtures/pdf/letter.pdf"), json!({"title": "x"}), 400, "invalid_metadata"),
-        (read("fixtures/pdf/letter.pdf"), json!({"title": "x", "letter_number": "1", "steps": [{"official": "nobody", "action": "sign"}]}), 422, "unknown_official"),
-        (read("fixtures/pdf/letter.pdf"), json!({"title": "x", "letter_number": "1", "steps": [{"official": "budi", "action": "paraf"}]}), 422, "invalid_steps"),
-        (read("fixtures/pdf/letter.pdf"), json!({"title": "x", "letter_number": "1", "steps": [{"official": "budi", "action": "sign", "placement": {"anchor": "${nope}"}}]}), 422, "invalid_placement"),
+        (
+            read("fixtures/bad/not-a-pdf.pdf"),
+            letter_meta(None),
+            422,
+            "invalid_pdf",
+        ),
+        (
+            read("fixtures/pdf/encrypted.pdf"),
+            letter_meta(None),
+            422,
+            "encrypted_pdf",
+        ),
+        (
+            read("fixtures/pdf/letter.pdf"),
+            json!({"title": "x"}),
+            400,
+            "invalid_metadata",
+        ),
+        (
+            read("fixtures/pdf/letter.pdf"),
+            json!({"title": "x", "letter_number": "1", "steps": [{"official": "nobody", "action": "sign"}]}),
+            422,
+            "unknown_official",
+        ),
+        (
+            read("fixtures/pdf/letter.pdf"),
+            json!({"title": "x", "letter_number": "1", "steps": [{"official": "budi", "action": "paraf"}]}),
+            422,
+            "invalid_steps",
+        ),
+        (
+            read("fixtures/pdf/letter.pdf"),
+            json!({"title": "x", "letter_number": "1", "steps": [{"official": "budi", "action": "sign", "placement": {"anchor": "${nope}"}}]}),
+            422,
+            "invalid_placement",
+        ),
     ] {
         let r = app.submit(pdf, meta).await;
         assert_eq!(r.status(), status);
@@ -240,30 +446,65 @@ async fn error_paths(db_url: String) {
     assert_eq!(r.status(), 404);
     assert_eq!(err(&r.json().await.unwrap()), "not_found");
 
-    let doc: Value = app.submit(read("fixtures/pdf/letter.pdf"), letter_meta(None)).await.json().await.unwrap();
+    let doc: Value = app
+        .submit(read("fixtures/pdf/letter.pdf"), letter_meta(None))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = doc["id"].as_str().unwrap();
     let reviewer = app.login("reviewer").await;
     let signer = app.login("signer").await;
     // Only the assigned official.
-    assert_eq!(app.approve(&signer, id, 1, &app.passphrase("signer")).await.status(), 403);
+    assert_eq!(
+        app.approve(&signer, id, 1, &app.passphrase("signer"))
+            .await
+            .status(),
+        403
+    );
     // Wrong passphrase: 401 with attempts left; the fifth locks signing (423), audited.
     for left in (1..=4).rev() {
         let r = app.approve(&reviewer, id, 1, "salah-salah").await;
         assert_eq!(r.status(), 401);
         let v: Value = r.json().await.unwrap();
-        assert_eq!((err(&v).as_str(), v["error"]["attempts_left"].as_i64()), ("wrong_passphrase", Some(left)));
+        assert_eq!(
+            (err(&v).as_str(), v["error"]["attempts_left"].as_i64()),
+            ("wrong_passphrase", Some(left))
+        );
     }
     let r = app.approve(&reviewer, id, 1, "salah-salah").await;
     assert_eq!(r.status(), 423);
-    let r = app.approve(&reviewer, id, 1, &app.passphrase("reviewer")).await;
+    let r = app
+        .approve(&reviewer, id, 1, &app.passphrase("reviewer"))
+        .await;
     assert_eq!(r.status(), 423, "locked even with the right passphrase");
     // Reject needs a reason; cancel ends the workflow; a cancelled document cannot be approved.
-    let doc2: Value = app.submit(read("fixtures/pdf/letter.pdf"), letter_meta(None)).await.json().await.unwrap();
+    let doc2: Value = app
+        .submit(read("fixtures/pdf/letter.pdf"), letter_meta(None))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id2 = doc2["id"].as_str().unwrap();
-    let r = c.post(format!("{b}/api/v1/documents/{id2}/cancel")).bearer_auth(app.app_key()).send().await.unwrap();
+    let r = c
+        .post(format!("{b}/api/v1/documents/{id2}/cancel"))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(app.approve(&signer, id2, 2, &app.passphrase("signer")).await.status(), 409);
-    let r = c.post(format!("{b}/api/v1/documents/{id2}/cancel")).bearer_auth(app.app_key()).send().await.unwrap();
+    assert_eq!(
+        app.approve(&signer, id2, 2, &app.passphrase("signer"))
+            .await
+            .status(),
+        409
+    );
+    let r = c
+        .post(format!("{b}/api/v1/documents/{id2}/cancel"))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let o = audit_verify(&db_url).await;
     assert_eq!(o.status.code(), Some(0));
@@ -284,15 +525,35 @@ async fn approval_race(db_url: String) {
     let dir = tempdir();
     let app = spawn(config(&db_url, dir.path())).await;
     let meta = json!({"title": "t", "letter_number": "n", "steps": [{"official": "budi", "action": "sign", "placement": {"anchor": "${ttd}"}}]});
-    let doc: Value = app.submit(read("fixtures/pdf/letter.pdf"), meta).await.json().await.unwrap();
+    let doc: Value = app
+        .submit(read("fixtures/pdf/letter.pdf"), meta)
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = doc["id"].as_str().unwrap().to_string();
     let signer = app.login("signer").await;
     let pass = app.passphrase("signer");
-    let (a, b) = tokio::join!(app.approve(&signer, &id, 1, &pass), app.approve(&signer, &id, 1, &pass));
+    let (a, b) = tokio::join!(
+        app.approve(&signer, &id, 1, &pass),
+        app.approve(&signer, &id, 1, &pass)
+    );
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
-    let signed = app.client.get(format!("{}/api/v1/documents/{id}/file?version=signed", app.base)).bearer_auth(app.app_key()).send().await.unwrap().bytes().await.unwrap();
+    let signed = app
+        .client
+        .get(format!(
+            "{}/api/v1/documents/{id}/file?version=signed",
+            app.base
+        ))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let report = crate::verify::verify(&signed, &crate::verify::default_store());
     assert_eq!(report.signatures.len(), 1, "exactly one signature applied");
     assert!(report.all_valid());
@@ -314,20 +575,45 @@ async fn webhook_restart(db_url: String) {
     let hook = hook(2).await;
     let app = spawn(config(&db_url, dir.path())).await;
     let meta = json!({"title": "t", "letter_number": "n", "steps": [{"official": "budi", "action": "sign", "placement": {"anchor": "${ttd}"}}], "callback_url": hook.url});
-    let doc: Value = app.submit(read("fixtures/pdf/letter.pdf"), meta).await.json().await.unwrap();
+    let doc: Value = app
+        .submit(read("fixtures/pdf/letter.pdf"), meta)
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = doc["id"].as_str().unwrap().to_string();
     let signer = app.login("signer").await;
-    assert_eq!(app.approve(&signer, &id, 1, &app.passphrase("signer")).await.status(), 200);
+    assert_eq!(
+        app.approve(&signer, &id, 1, &app.passphrase("signer"))
+            .await
+            .status(),
+        200
+    );
     // Let the first attempt fail, then stop the instance mid-retries.
     let key = app.app_key();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     drop(app);
     assert!(hook.received.lock().unwrap().is_empty());
     let again = spawn(config(&db_url, dir.path())).await;
-    assert!(wait_for(|| !hook.received.lock().unwrap().is_empty(), 30).await, "delivered after the restart");
-    let full: Value = again.client.get(format!("{}/api/v1/documents/{id}", again.base)).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+    assert!(
+        wait_for(|| !hook.received.lock().unwrap().is_empty(), 30).await,
+        "delivered after the restart"
+    );
+    let full: Value = again
+        .client
+        .get(format!("{}/api/v1/documents/{id}", again.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let attempts = full["webhook_attempts"].as_array().unwrap();
-    assert!(attempts.len() >= 3, "every attempt is recorded: {attempts:?}");
+    assert!(
+        attempts.len() >= 3,
+        "every attempt is recorded: {attempts:?}"
+    );
     assert_eq!(attempts.last().unwrap()["status"], "delivered");
 }
 
@@ -380,40 +666,91 @@ async fn seal_batch_and_bsre(db_url: String) {
     let (c, b, key) = (&app.client, &app.base, app.app_key());
     // Seal at once: the organisation seal, visible at the anchor, registered for the QR.
     let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"))
-        .text("metadata", json!({"title": "Izin", "letter_number": "IZ-1", "placement": {"anchor": "${ttd}"}}).to_string());
-    let r = c.post(format!("{b}/api/v1/seal")).bearer_auth(&key).multipart(form).send().await.unwrap();
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"),
+        )
+        .text(
+            "metadata",
+            json!({"title": "Izin", "letter_number": "IZ-1", "placement": {"anchor": "${ttd}"}})
+                .to_string(),
+        );
+    let r = c
+        .post(format!("{b}/api/v1/seal"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     if r.status() != 200 {
         panic!("seal: {} {}", r.status(), r.text().await.unwrap());
     }
-    let url = r.headers()["x-segel-verification-url"].to_str().unwrap().to_string();
+    let url = r.headers()["x-segel-verification-url"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let sealed = r.bytes().await.unwrap().to_vec();
     assert!(crate::verify::verify(&sealed, &crate::verify::default_store()).all_valid());
     let code = url.rsplit('/').next().unwrap();
-    let record: Value = c.get(format!("{b}/api/v1/public/{code}")).send().await.unwrap().json().await.unwrap();
+    let record: Value = c
+        .get(format!("{b}/api/v1/public/{code}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(record["status"], "valid");
     // Batch: a job with progress.
     let mut form = reqwest::multipart::Form::new();
     for i in 0..3 {
-        form = form.part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name(format!("{i}.pdf")));
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf"))
+                .file_name(format!("{i}.pdf")),
+        );
     }
-    let r = c.post(format!("{b}/api/v1/seal/batch")).bearer_auth(&key).multipart(form).send().await.unwrap();
+    let r = c
+        .post(format!("{b}/api/v1/seal/batch"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let job: Value = r.json().await.unwrap();
     let job_id = job["job_id"].as_str().unwrap().to_string();
     let mut status = Value::Null;
     for _ in 0..100 {
-        status = c.get(format!("{b}/api/v1/seal/batch/{job_id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        status = c
+            .get(format!("{b}/api/v1/seal/batch/{job_id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if status["status"] == "finished" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!((status["done"].as_i64(), status["failed"].as_i64()), (Some(3), Some(0)), "{status}");
+    assert_eq!(
+        (status["done"].as_i64(), status["failed"].as_i64()),
+        (Some(3), Some(0)),
+        "{status}"
+    );
     // BSrE e-sign API v2 shapes.
     let body = json!({"nik": "197001012000031001", "passphrase": app.passphrase("signer"), "file": [b64.encode(read("fixtures/pdf/letter.pdf"))],
         "signatureProperties": [{"tampilan": "VISIBLE", "tag_koordinat": "${ttd}", "reason": "Disetujui", "location": "Jakarta"}]});
-    let r = c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&body).send().await.unwrap();
+    let r = c
+        .post(format!("{b}/api/v2/sign/pdf"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["time"].is_number());
@@ -422,17 +759,43 @@ async fn seal_batch_and_bsre(db_url: String) {
     crate::sign_interop::assert_validators_accept(&path, 1, false);
     let mut wrong = body.clone();
     wrong["passphrase"] = json!("bukan-ini");
-    assert_eq!(c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&wrong).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.post(format!("{b}/api/v2/sign/pdf"))
+            .bearer_auth(&key)
+            .json(&wrong)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let mut unknown = body.clone();
     unknown["nik"] = json!("1111111111111111");
-    let r = c.post(format!("{b}/api/v2/sign/pdf")).bearer_auth(&key).json(&unknown).send().await.unwrap();
+    let r = c
+        .post(format!("{b}/api/v2/sign/pdf"))
+        .bearer_auth(&key)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "user_not_registered");
-    let v: Value = c.post(format!("{b}/api/v2/verify/pdf")).json(&json!({"file": b64.encode(&signed)})).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .post(format!("{b}/api/v2/verify/pdf"))
+        .json(&json!({"file": b64.encode(&signed)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["conclusion"], "VALID", "{v}");
     assert_eq!(v["signatureInformations"][0]["integrityValid"], true);
-    assert_eq!(v["signatureInformations"][0]["signerName"], "Dr. Budi Santoso, M.Si.");
+    assert_eq!(
+        v["signatureInformations"][0]["signerName"],
+        "Dr. Budi Santoso, M.Si."
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,24 +8,44 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn segel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segel")).args(args).current_dir(root()).stdin(Stdio::null()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_segel"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-const DEV_KEY: [&str; 4] = ["--key", "keys-example/officials/siti.key.pem", "--cert", "keys-example/officials/siti.chain.pem"];
+const DEV_KEY: [&str; 4] = [
+    "--key",
+    "keys-example/officials/siti.key.pem",
+    "--cert",
+    "keys-example/officials/siti.chain.pem",
+];
 
 fn assert_refused(args: &[&str], out: &Path, needle: &str) {
     let o = segel(args);
     assert_eq!(o.status.code(), Some(2), "{:?}: {}", args, stderr(&o));
     let err = stderr(&o);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    assert!(err.to_lowercase().contains(needle), "{needle:?} not in {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains(needle),
+        "{needle:?} not in {err}"
+    );
     assert!(!out.exists(), "no output may be written on failure");
     let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -56,8 +76,16 @@ fn certificate_not_matching_the_key_is_refused_before_writing() {
     let dir = tempdir();
     let out = dir.path().join("out.pdf");
     assert_refused(
-        &["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--key", "keys-example/officials/siti.key.pem",
-          "--cert", "keys-example/officials/budi.chain.pem"],
+        &[
+            "sign",
+            "fixtures/pdf/letter.pdf",
+            "-o",
+            out.to_str().unwrap(),
+            "--key",
+            "keys-example/officials/siti.key.pem",
+            "--cert",
+            "keys-example/officials/budi.chain.pem",
+        ],
         &out,
         "does not match",
     );
@@ -71,8 +99,14 @@ fn bad_options_are_refused() {
     for (extra, needle) in [
         (vec!["--visible"], "--visible needs"),
         (vec!["--visible", "--anchor", "${absent}"], "anchor"),
-        (vec!["--visible", "--page", "9", "--rect", "10,10,200,90"], "page 9"),
-        (vec!["--visible", "--page", "1", "--rect", "10,10,x,90"], "--rect"),
+        (
+            vec!["--visible", "--page", "9", "--rect", "10,10,200,90"],
+            "page 9",
+        ),
+        (
+            vec!["--visible", "--page", "1", "--rect", "10,10,x,90"],
+            "--rect",
+        ),
         (vec!["--certify", "sometimes"], "--certify"),
         (vec!["--timestamp", "ftp://x"], "--timestamp"),
         (vec!["--timestamp", "http://127.0.0.1:9/"], "time-stamp"),
@@ -88,24 +122,82 @@ fn bad_options_are_refused() {
 fn key_formats_pkcs8_pkcs1_sec1_and_pkcs12() {
     let dir = tempdir();
     let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
-        ("pkcs1", vec!["--key", "fixtures/pki/signer-rsa.pkcs1.key.pem", "--cert", "fixtures/pki/signer-rsa.cert.pem", "--chain", "fixtures/pki/chain.pem"], vec![]),
-        ("sec1", vec!["--key", "fixtures/pki/signer-ec.sec1.key.pem", "--cert", "fixtures/pki/signer-ec.cert.pem", "--chain", "fixtures/pki/chain.pem"], vec![]),
-        ("p12", vec!["--p12", "fixtures/pki/signer-rsa.p12"], vec![("SEGEL_P12_PASSWORD", "test1234")]),
-        ("p12-legacy", vec!["--p12", "fixtures/pki/signer-rsa-legacy.p12"], vec![("SEGEL_P12_PASSWORD", "test1234")]),
-        ("p384", vec!["--key", "fixtures/pki/signer-p384.key.pem", "--cert", "fixtures/pki/signer-p384.cert.pem", "--chain", "fixtures/pki/chain.pem"], vec![]),
+        (
+            "pkcs1",
+            vec![
+                "--key",
+                "fixtures/pki/signer-rsa.pkcs1.key.pem",
+                "--cert",
+                "fixtures/pki/signer-rsa.cert.pem",
+                "--chain",
+                "fixtures/pki/chain.pem",
+            ],
+            vec![],
+        ),
+        (
+            "sec1",
+            vec![
+                "--key",
+                "fixtures/pki/signer-ec.sec1.key.pem",
+                "--cert",
+                "fixtures/pki/signer-ec.cert.pem",
+                "--chain",
+                "fixtures/pki/chain.pem",
+            ],
+            vec![],
+        ),
+        (
+            "p12",
+            vec!["--p12", "fixtures/pki/signer-rsa.p12"],
+            vec![("SEGEL_P12_PASSWORD", "test1234")],
+        ),
+        (
+            "p12-legacy",
+            vec!["--p12", "fixtures/pki/signer-rsa-legacy.p12"],
+            vec![("SEGEL_P12_PASSWORD", "test1234")],
+        ),
+        (
+            "p384",
+            vec![
+                "--key",
+                "fixtures/pki/signer-p384.key.pem",
+                "--cert",
+                "fixtures/pki/signer-p384.cert.pem",
+                "--chain",
+                "fixtures/pki/chain.pem",
+            ],
+            vec![],
+        ),
     ];
     for (name, keyargs, env) in cases {
         let out = dir.path().join(format!("{name}.pdf"));
-        let mut args = vec!["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap()];
+        let mut args = vec![
+            "sign",
+            "fixtures/pdf/letter.pdf",
+            "-o",
+            out.to_str().unwrap(),
+        ];
         args.extend(keyargs);
-        let o = Command::new(env!("CARGO_BIN_EXE_segel")).args(&args).envs(env).current_dir(root()).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_segel"))
+            .args(&args)
+            .envs(env)
+            .current_dir(root())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         assert_validators_accept(&out, 1, false);
     }
     // A wrong PKCS#12 password is one clear line.
     let out = dir.path().join("wrong.pdf");
     let o = Command::new(env!("CARGO_BIN_EXE_segel"))
-        .args(["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--p12", "fixtures/pki/signer-rsa.p12"])
+        .args([
+            "sign",
+            "fixtures/pdf/letter.pdf",
+            "-o",
+            out.to_str().unwrap(),
+            "--p12",
+            "fixtures/pki/signer-rsa.p12",
+        ])
         .env("SEGEL_P12_PASSWORD", "wrong")
         .current_dir(root())
         .output()
@@ -119,7 +211,12 @@ fn key_formats_pkcs8_pkcs1_sec1_and_pkcs12() {
 fn stdin_to_stdout() {
     use std::io::Write;
     let mut args = vec!["sign", "-", "-o", "-", "--pss"];
-    args.extend(["--key", "keys-example/officials/budi.key.pem", "--cert", "keys-example/officials/budi.chain.pem"]);
+    args.extend([
+        "--key",
+        "keys-example/officials/budi.key.pem",
+        "--cert",
+        "keys-example/officials/budi.chain.pem",
+    ]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_segel"))
         .args(&args)
         .current_dir(root())
@@ -145,19 +242,39 @@ fn render_crop(pdf: &Path, page: u32, rect: [f32; 4], page_height: f32) -> image
     let x = (rect[0] * scale) as i64;
     let y = ((page_height - rect[1] - rect[3]) * scale) as i64;
     let o = Command::new("pdftoppm")
-        .args(["-r", "144", "-gray", "-png", "-singlefile", "-f", &page.to_string(), "-l", &page.to_string()])
+        .args([
+            "-r",
+            "144",
+            "-gray",
+            "-png",
+            "-singlefile",
+            "-f",
+            &page.to_string(),
+            "-l",
+            &page.to_string(),
+        ])
         .args(["-x", &x.to_string(), "-y", &y.to_string()])
-        .args(["-W", &((rect[2] * scale) as i64).to_string(), "-H", &((rect[3] * scale) as i64).to_string()])
+        .args([
+            "-W",
+            &((rect[2] * scale) as i64).to_string(),
+            "-H",
+            &((rect[3] * scale) as i64).to_string(),
+        ])
         .arg(pdf)
         .arg(&prefix)
         .output()
         .unwrap();
-    assert!(o.status.success(), "pdftoppm: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pdftoppm: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     image::open(dir.path().join("page.png")).unwrap().to_luma8()
 }
 
 fn dark_fraction(img: &image::GrayImage) -> f32 {
-    img.pixels().filter(|p| p.0[0] < 128).count() as f32 / (img.width() * img.height()).max(1) as f32
+    img.pixels().filter(|p| p.0[0] < 128).count() as f32
+        / (img.width() * img.height()).max(1) as f32
 }
 
 #[test]
@@ -170,14 +287,37 @@ fn visible_stamp_renders_and_its_qr_decodes_to_the_url() {
     let url = "https://segel.example.go.id/v/Zk3q9xW2mT7pL4aB8cD1eF";
     let rect = [300.0, 40.0, 240.0, 100.0];
     let blank = render_crop(&input, 1, rect, 842.0);
-    assert!(dark_fraction(&blank) < 0.001, "the target rectangle must start blank");
+    assert!(
+        dark_fraction(&blank) < 0.001,
+        "the target rectangle must start blank"
+    );
     let out = dir.path().join("stamped.pdf");
-    let mut args = vec!["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--visible", "--page", "1", "--rect", "300,40,240,100", "--qr-url", url];
-    args.extend(["--key", "keys-example/officials/budi.key.pem", "--cert", "keys-example/officials/budi.chain.pem"]);
+    let mut args = vec![
+        "sign",
+        "fixtures/pdf/letter.pdf",
+        "-o",
+        out.to_str().unwrap(),
+        "--visible",
+        "--page",
+        "1",
+        "--rect",
+        "300,40,240,100",
+        "--qr-url",
+        url,
+    ];
+    args.extend([
+        "--key",
+        "keys-example/officials/budi.key.pem",
+        "--cert",
+        "keys-example/officials/budi.chain.pem",
+    ]);
     let o = segel(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let stamped = render_crop(&out, 1, rect, 842.0);
-    assert!(dark_fraction(&stamped) > 0.05, "the stamp must draw in its rectangle");
+    assert!(
+        dark_fraction(&stamped) > 0.05,
+        "the stamp must draw in its rectangle"
+    );
 
     // The QR occupies the left part of the stamp; decode it from the rendering.
     let mut prepared = rqrr::PreparedImage::prepare(stamped);
@@ -188,10 +328,22 @@ fn visible_stamp_renders_and_its_qr_decodes_to_the_url() {
 
     // The stamp's words are in the page as text (poppler extracts them).
     if validators::require("pdftotext") {
-        let o = Command::new("pdftotext").arg(&out).arg("-").output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
-        for needle in ["Budi Santoso", "Sekretaris Jenderal", "NIP. 197001012000031001", "WIB",
-                       "Dokumen ini telah ditandatangani secara elektronik menggunakan sertifikat elektronik"] {
+        let o = Command::new("pdftotext")
+            .arg(&out)
+            .arg("-")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for needle in [
+            "Budi Santoso",
+            "Sekretaris Jenderal",
+            "NIP. 197001012000031001",
+            "WIB",
+            "Dokumen ini telah ditandatangani secara elektronik menggunakan sertifikat elektronik",
+        ] {
             assert!(text.contains(needle), "{needle:?} not rendered in: {text}");
         }
     }
@@ -204,7 +356,17 @@ fn anchor_stamp_covers_the_anchor_text() {
     }
     let dir = tempdir();
     let out = dir.path().join("anchored.pdf");
-    let mut args = vec!["sign", "fixtures/pdf/letter.pdf", "-o", out.to_str().unwrap(), "--visible", "--anchor", "${ttd}", "--qr-url", "https://x.example/v/1"];
+    let mut args = vec![
+        "sign",
+        "fixtures/pdf/letter.pdf",
+        "-o",
+        out.to_str().unwrap(),
+        "--visible",
+        "--anchor",
+        "${ttd}",
+        "--qr-url",
+        "https://x.example/v/1",
+    ];
     args.extend(DEV_KEY);
     let o = segel(&args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -213,5 +375,8 @@ fn anchor_stamp_covers_the_anchor_text() {
     let hit = segel::pdf::anchor::find_anchor(&parsed, "${ttd}").unwrap();
     let area = [hit.x, hit.y - 2.0, hit.x_end - hit.x, hit.size + 2.0];
     let img = render_crop(&out, 1, area, 842.0);
-    assert!(dark_fraction(&img) < 0.5, "the anchor's glyphs must be covered by the stamp background");
+    assert!(
+        dark_fraction(&img) < 0.5,
+        "the anchor's glyphs must be covered by the stamp background"
+    );
 }

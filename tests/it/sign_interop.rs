@@ -18,8 +18,16 @@ pub fn assert_validators_accept(pdf: &Path, expected_signatures: usize, no_stric
     let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
     let others: Vec<&Path> = others.iter().map(PathBuf::as_path).collect();
     // Segel's own verifier, with the development and fixture trust anchors.
-    let report = crate::verify::verify(&std::fs::read(pdf).unwrap(), &crate::verify::default_store());
-    assert!(report.all_valid(), "segel verify {}: {:#?}", pdf.display(), report.signatures);
+    let report = crate::verify::verify(
+        &std::fs::read(pdf).unwrap(),
+        &crate::verify::default_store(),
+    );
+    assert!(
+        report.all_valid(),
+        "segel verify {}: {:#?}",
+        pdf.display(),
+        report.signatures
+    );
     assert_eq!(report.signatures.len(), expected_signatures);
     if validators::require("qpdf") {
         let (ok, out) = validators::qpdf_check(pdf);
@@ -28,14 +36,26 @@ pub fn assert_validators_accept(pdf: &Path, expected_signatures: usize, no_stric
     if validators::require("pdfsig") {
         let (ok, out) = validators::pdfsig(pdf);
         assert!(ok, "pdfsig {}:\n{out}", pdf.display());
-        assert_eq!(validators::parse_pdfsig(&out).len(), expected_signatures, "pdfsig count\n{out}");
+        assert_eq!(
+            validators::parse_pdfsig(&out).len(),
+            expected_signatures,
+            "pdfsig count\n{out}"
+        );
     }
     if validators::require("pyhanko") {
-        let opts = validators::PyHankoOpts { no_strict, ..Default::default() };
+        let opts = validators::PyHankoOpts {
+            no_strict,
+            ..Default::default()
+        };
         let r = validators::pyhanko_validate_opts(pdf, &roots, &others, &opts);
         assert!(r.ok, "pyHanko {}:\n{}", pdf.display(), r.output);
         let sigs = validators::pyhanko_signatures_opts(pdf, &roots, &others, &opts);
-        assert_eq!(sigs.len(), expected_signatures, "pyHanko signature count:\n{}", r.output);
+        assert_eq!(
+            sigs.len(),
+            expected_signatures,
+            "pyHanko signature count:\n{}",
+            r.output
+        );
     }
 }
 
@@ -51,7 +71,12 @@ fn stamp_text() -> StampText {
 }
 
 fn request<'a>(visibility: Visibility) -> SignRequest<'a> {
-    SignRequest { reason: Some("Disetujui".into()), location: Some("Jakarta".into()), visibility, ..Default::default() }
+    SignRequest {
+        reason: Some("Disetujui".into()),
+        location: Some("Jakarta".into()),
+        visibility,
+        ..Default::default()
+    }
 }
 
 fn sign(input: Vec<u8>, signer: &dyn Signer, req: &SignRequest) -> SignedPdf {
@@ -77,8 +102,26 @@ fn matrix(name: &str, input: Vec<u8>, anchor: bool) {
     ];
     let visibilities = [
         ("invisible", Visibility::Invisible),
-        ("rect", Visibility::Stamp { placement: Placement::Rect { page: 1, rect: [300.0, 60.0, 240.0, 100.0] }, text: stamp_text() }),
-        ("anchor", Visibility::Stamp { placement: Placement::Anchor { text: "${ttd}".into(), size: None }, text: stamp_text() }),
+        (
+            "rect",
+            Visibility::Stamp {
+                placement: Placement::Rect {
+                    page: 1,
+                    rect: [300.0, 60.0, 240.0, 100.0],
+                },
+                text: stamp_text(),
+            },
+        ),
+        (
+            "anchor",
+            Visibility::Stamp {
+                placement: Placement::Anchor {
+                    text: "${ttd}".into(),
+                    size: None,
+                },
+                text: stamp_text(),
+            },
+        ),
     ];
     let before = existing_signatures(name);
     for (alg, signer) in &signers {
@@ -87,7 +130,11 @@ fn matrix(name: &str, input: Vec<u8>, anchor: bool) {
                 continue;
             }
             let signed = sign(input.clone(), signer.as_ref(), &request(vis.clone()));
-            assert_eq!(&signed.bytes[..input.len()], &input[..], "the original bytes must stay unchanged");
+            assert_eq!(
+                &signed.bytes[..input.len()],
+                &input[..],
+                "the original bytes must stay unchanged"
+            );
             assert!(signed.cms_len <= signed.reserved);
             let out = write(dir.path(), &format!("{alg}-{vis_name}.pdf"), &signed.bytes);
             assert_validators_accept(&out, before + 1, name.contains("hybrid"));
@@ -174,41 +221,75 @@ fn anchor_position_matches_the_content_stream() {
 
 #[test]
 fn missing_anchor_is_an_error() {
-    let req = request(Visibility::Stamp { placement: Placement::Anchor { text: "${nope}".into(), size: None }, text: stamp_text() });
+    let req = request(Visibility::Stamp {
+        placement: Placement::Anchor {
+            text: "${nope}".into(),
+            size: None,
+        },
+        text: stamp_text(),
+    });
     let err = sign_pdf(read("fixtures/pdf/letter.pdf"), &dev_ec(), &req, &now()).unwrap_err();
     assert!(matches!(err, PdfError::AnchorNotFound(_)), "{err}");
 }
 
 #[test]
 fn page_out_of_range_is_an_error() {
-    let req = request(Visibility::Stamp { placement: Placement::Rect { page: 2, rect: [10.0, 10.0, 200.0, 90.0] }, text: stamp_text() });
+    let req = request(Visibility::Stamp {
+        placement: Placement::Rect {
+            page: 2,
+            rect: [10.0, 10.0, 200.0, 90.0],
+        },
+        text: stamp_text(),
+    });
     let err = sign_pdf(read("fixtures/pdf/letter.pdf"), &dev_ec(), &req, &now()).unwrap_err();
-    assert!(matches!(err, PdfError::NoSuchPage { page: 2, count: 1 }), "{err}");
+    assert!(
+        matches!(err, PdfError::NoSuchPage { page: 2, count: 1 }),
+        "{err}"
+    );
 }
 
 #[test]
 fn three_sequential_signatures_keep_earlier_ones_valid() {
     let dir = tempdir();
     let paraf = request(Visibility::Initials {
-        placement: Placement::Rect { page: 1, rect: [60.0, 60.0, 60.0, 30.0] },
+        placement: Placement::Rect {
+            page: 1,
+            rect: [60.0, 60.0, 60.0, 30.0],
+        },
         initials: "SR".into(),
     });
     let one = sign(read("fixtures/pdf/letter.pdf"), &dev_ec(), &paraf);
     assert_validators_accept(&write(dir.path(), "one.pdf", &one.bytes), 1, false);
-    let two = sign(one.bytes.clone(), &ossl("signer-p384", false), &request(Visibility::Invisible));
+    let two = sign(
+        one.bytes.clone(),
+        &ossl("signer-p384", false),
+        &request(Visibility::Invisible),
+    );
     assert_eq!(&two.bytes[..one.bytes.len()], &one.bytes[..]);
     assert_validators_accept(&write(dir.path(), "two.pdf", &two.bytes), 2, false);
-    let final_req = request(Visibility::Stamp { placement: Placement::Anchor { text: "${ttd}".into(), size: None }, text: stamp_text() });
+    let final_req = request(Visibility::Stamp {
+        placement: Placement::Anchor {
+            text: "${ttd}".into(),
+            size: None,
+        },
+        text: stamp_text(),
+    });
     let three = sign(two.bytes.clone(), &dev_rsa(), &final_req);
     assert_validators_accept(&write(dir.path(), "three.pdf", &three.bytes), 3, false);
-    assert_eq!([one.field_name, two.field_name, three.field_name], ["Signature1", "Signature2", "Signature3"]);
+    assert_eq!(
+        [one.field_name, two.field_name, three.field_name],
+        ["Signature1", "Signature2", "Signature3"]
+    );
 }
 
 #[test]
 fn certification_then_approval_signature() {
     let dir = tempdir();
     let mut cert_req = request(Visibility::Stamp {
-        placement: Placement::Rect { page: 1, rect: [40.0, 40.0, 240.0, 100.0] },
+        placement: Placement::Rect {
+            page: 1,
+            rect: [40.0, 40.0, 240.0, 100.0],
+        },
         text: stamp_text(),
     });
     cert_req.certify = Some(Certification::FormFill);
@@ -219,12 +300,29 @@ fn certification_then_approval_signature() {
     assert_eq!(sigs[0]["certification"], "FILL_FORMS", "{sigs:?}");
 
     // An approval signature after certification (invisible: a new visible field is not permitted).
-    let approved = sign(certified.bytes.clone(), &dev_ec(), &request(Visibility::Invisible));
-    assert_validators_accept(&write(dir.path(), "approved.pdf", &approved.bytes), 2, false);
+    let approved = sign(
+        certified.bytes.clone(),
+        &dev_ec(),
+        &request(Visibility::Invisible),
+    );
+    assert_validators_accept(
+        &write(dir.path(), "approved.pdf", &approved.bytes),
+        2,
+        false,
+    );
 
-    let visible = request(Visibility::Stamp { placement: Placement::Anchor { text: "${ttd}".into(), size: None }, text: stamp_text() });
+    let visible = request(Visibility::Stamp {
+        placement: Placement::Anchor {
+            text: "${ttd}".into(),
+            size: None,
+        },
+        text: stamp_text(),
+    });
     let err = sign_pdf(certified.bytes.clone(), &dev_ec(), &visible, &now()).unwrap_err();
-    assert!(matches!(err, PdfError::CertifiedNewVisibleField(2)), "{err}");
+    assert!(
+        matches!(err, PdfError::CertifiedNewVisibleField(2)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -232,10 +330,22 @@ fn certify_no_changes_refuses_later_signatures() {
     let mut req = request(Visibility::Invisible);
     req.certify = Some(Certification::NoChanges);
     let certified = sign(read("fixtures/pdf/letter.pdf"), &dev_rsa(), &req);
-    let err = sign_pdf(certified.bytes, &dev_ec(), &request(Visibility::Invisible), &now()).unwrap_err();
+    let err = sign_pdf(
+        certified.bytes,
+        &dev_ec(),
+        &request(Visibility::Invisible),
+        &now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, PdfError::CertifiedNoChanges), "{err}");
     // Also for a document certified by other software (pyHanko, P=1).
-    let err = sign_pdf(read("fixtures/signed/certified-p1.pdf"), &dev_ec(), &request(Visibility::Invisible), &now()).unwrap_err();
+    let err = sign_pdf(
+        read("fixtures/signed/certified-p1.pdf"),
+        &dev_ec(),
+        &request(Visibility::Invisible),
+        &now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, PdfError::CertifiedNoChanges), "{err}");
 }
 
@@ -243,20 +353,39 @@ fn certify_no_changes_refuses_later_signatures() {
 fn certifying_an_already_signed_document_is_refused() {
     let mut req = request(Visibility::Invisible);
     req.certify = Some(Certification::Annotate);
-    let err = sign_pdf(read("fixtures/signed/signed-once.pdf"), &dev_rsa(), &req, &now()).unwrap_err();
+    let err = sign_pdf(
+        read("fixtures/signed/signed-once.pdf"),
+        &dev_rsa(),
+        &req,
+        &now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, PdfError::CertifyAfterSignature), "{err}");
 }
 
 #[test]
 fn approval_on_a_document_certified_by_pyhanko() {
     let dir = tempdir();
-    let signed = sign(read("fixtures/signed/certified-p2.pdf"), &dev_rsa(), &request(Visibility::Invisible));
+    let signed = sign(
+        read("fixtures/signed/certified-p2.pdf"),
+        &dev_rsa(),
+        &request(Visibility::Invisible),
+    );
     assert_validators_accept(&write(dir.path(), "p2.pdf", &signed.bytes), 2, false);
 }
 
 fn builtin_tsa() -> BuiltinTsa {
-    let tsa = signer("keys-example/tsa.key.pem", &["keys-example/tsa.chain.pem"], false);
-    BuiltinTsa::new(Arc::new(tsa), segel::cms::tsp::DEV_TSA_POLICY, Arc::new(now())).unwrap()
+    let tsa = signer(
+        "keys-example/tsa.key.pem",
+        &["keys-example/tsa.chain.pem"],
+        false,
+    );
+    BuiltinTsa::new(
+        Arc::new(tsa),
+        segel::cms::tsp::DEV_TSA_POLICY,
+        Arc::new(now()),
+    )
+    .unwrap()
 }
 
 fn assert_timestamped(path: &Path) {
@@ -267,7 +396,10 @@ fn assert_timestamped(path: &Path) {
     let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
     let sigs = validators::pyhanko_signatures(path, &roots, &[]);
     let last = sigs.last().expect("a signature");
-    assert!(!last["signature_timestamp"].is_null(), "pyHanko sees no signature time-stamp: {last}");
+    assert!(
+        !last["signature_timestamp"].is_null(),
+        "pyHanko sees no signature time-stamp: {last}"
+    );
 }
 
 #[test]
@@ -305,7 +437,9 @@ fn spawn_segel_tsa() -> TsaProcess {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(stderr).read_line(&mut line).unwrap();
+    std::io::BufReader::new(stderr)
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "unexpected: {line}");
     TsaProcess { child, url }
@@ -368,7 +502,11 @@ fn b_t_with_openssl_ts_as_an_independent_tsa() {
     let http = HttpTsa::new(spawn_openssl_tsa());
     let mut req = request(Visibility::Invisible);
     req.timestamper = Some(&http);
-    let signed = sign(read("fixtures/pdf/letter.pdf"), &ossl("signer-ec", false), &req);
+    let signed = sign(
+        read("fixtures/pdf/letter.pdf"),
+        &ossl("signer-ec", false),
+        &req,
+    );
     let path = write(dir.path(), "bt-openssl.pdf", &signed.bytes);
     assert_validators_accept(&path, 1, false);
     assert_timestamped(&path);
@@ -378,7 +516,11 @@ fn b_t_with_openssl_ts_as_an_independent_tsa() {
 struct HugeToken;
 
 impl TimeStamper for HugeToken {
-    fn timestamp(&self, _: segel::keys::DigestAlgorithm, _: &[u8]) -> Result<Vec<u8>, segel::cms::CmsError> {
+    fn timestamp(
+        &self,
+        _: segel::keys::DigestAlgorithm,
+        _: &[u8],
+    ) -> Result<Vec<u8>, segel::cms::CmsError> {
         let payload = vec![0x5a; 40_000];
         let mut der = vec![0x04, 0x82];
         der.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -392,10 +534,22 @@ fn contents_reservation_grows_with_the_cms_and_is_never_truncated() {
     let mut req = request(Visibility::Invisible);
     req.timestamper = Some(&HugeToken);
     let signed = sign(read("fixtures/pdf/letter.pdf"), &dev_ec(), &req);
-    assert!(signed.cms_len > 40_000 && signed.cms_len <= signed.reserved, "{} / {}", signed.cms_len, signed.reserved);
+    assert!(
+        signed.cms_len > 40_000 && signed.cms_len <= signed.reserved,
+        "{} / {}",
+        signed.cms_len,
+        signed.reserved
+    );
     let gap = signed.byte_range[2] - signed.byte_range[1];
-    assert_eq!(gap, 2 * signed.reserved + 2, "the ByteRange gap is exactly the /Contents string");
+    assert_eq!(
+        gap,
+        2 * signed.reserved + 2,
+        "the ByteRange gap is exactly the /Contents string"
+    );
     let hex = &signed.bytes[signed.byte_range[1] + 1..signed.byte_range[2] - 1];
     let tail = &hex[2 * signed.cms_len..];
-    assert!(tail.iter().all(|&b| b == b'0'), "padding after the CMS is zeros");
+    assert!(
+        tail.iter().all(|&b| b == b'0'),
+        "padding after the CMS is zeros"
+    );
 }
