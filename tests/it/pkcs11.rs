@@ -567,6 +567,47 @@ fn softhsm2_token_keys_sign_pades() {
         crate::sign_interop::assert_validators_accept(&out, 1, false);
     }
 
+    // --- The service with an official whose key is in the token: approving works while the
+    // token is there; once it is gone, /readyz fails and approving answers 503, changing nothing.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let svc_dir = dir.path().join("svc");
+    std::fs::create_dir_all(svc_dir.join("keys")).unwrap();
+    std::fs::copy(
+        dir.path().join("keystore/hani.json"),
+        svc_dir.join("keys/hani.json"),
+    )
+    .unwrap();
+    let svc_cfg = crate::service::config(&crate::db::sqlite_url(&svc_dir), &svc_dir);
+    let (base, app_key, token, doc2) = rt.block_on(async {
+        let app = segel::service::Application::build(svc_cfg).await.unwrap();
+        let system = segel::workflow::Actor { kind: segel::audit::ActorKind::System, id: "test".into() };
+        app.state.wf.add_official("hani", "sandi-masuk-hani", "Hani Putri", "Direktur", "198801012012012001", None, &["signer".into()], Some("hani"), &system).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port);
+        tokio::spawn(async move { app.run().await });
+        let creds: serde_json::Value = serde_json::from_slice(&std::fs::read(svc_dir.join("demo-credentials.json")).unwrap()).unwrap();
+        let key = creds["app_key"].as_str().unwrap().to_string();
+        let c = reqwest::Client::new();
+        let meta = serde_json::json!({"title": "t", "letter_number": "n", "steps": [{"official": "hani", "action": "sign", "placement": {"anchor": "${ttd}"}}]});
+        let submit = || {
+            let form = reqwest::multipart::Form::new()
+                .part("file", reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"))
+                .text("metadata", meta.to_string());
+            c.post(format!("{base}/api/v1/documents")).bearer_auth(&key).multipart(form).send()
+        };
+        let d1: serde_json::Value = submit().await.unwrap().json().await.unwrap();
+        let d2: serde_json::Value = submit().await.unwrap().json().await.unwrap();
+        let login: serde_json::Value = c.post(format!("{base}/api/v1/login")).json(&serde_json::json!({"username": "hani", "password": "sandi-masuk-hani"})).send().await.unwrap().json().await.unwrap();
+        let token = login["token"].as_str().unwrap().to_string();
+        let r = c.post(format!("{base}/api/v1/documents/{}/steps/1/approve", d1["id"].as_str().unwrap())).bearer_auth(&token).json(&serde_json::json!({"passphrase": "kata sandi token"})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+        (base, key, token, d2["id"].as_str().unwrap().to_string())
+    });
+
     // --- The token disappears: signing and the health check report Unavailable (→ 503).
     softhsm_util(&conf, &["--delete-token", "--token", TOKEN]);
     let m = unavailable(ec.sign(b"token gone"), "sign without the token");
@@ -577,4 +618,32 @@ fn softhsm2_token_keys_sign_pades() {
         Pkcs11Signer::open(cfg("ec"), ec_chain.clone(), false),
         "open without the token",
     );
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("HSM key hani"), "{body}");
+        let r = c
+            .post(format!("{base}/api/v1/documents/{doc2}/steps/1/approve"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"passphrase": "kata sandi token"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "key_unavailable");
+        let d: serde_json::Value = c
+            .get(format!("{base}/api/v1/documents/{doc2}"))
+            .bearer_auth(&app_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(d["status"], "in_review", "nothing half-written");
+        assert_eq!(d["current_sha256"], d["original_sha256"]);
+    });
 }
