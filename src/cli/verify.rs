@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// Print the JSON report.
     #[arg(long)]
     json: bool,
+    /// Service configuration whose trust anchors and CRLs are used when no --trust/--crl is
+    /// given (default: ./segel.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Returns the exit status (0 or 1); errors become status 2.
@@ -41,10 +45,20 @@ pub fn run(args: VerifyArgs) -> Result<u8, CliError> {
             .map_err(|e| CliError(format!("{}: {e}", args.input.display())))?
     };
     let mut store = TrustStore::default();
-    for t in &args.trust {
+    let (mut trust, mut crls) = (args.trust.clone(), args.crl.clone());
+    // Without --trust/--crl, the service's trust store is the default when a config file exists.
+    if trust.is_empty()
+        && crls.is_empty()
+        && (args.config.is_some() || std::path::Path::new("segel.toml").exists())
+    {
+        let cfg = crate::config::Config::load(args.config.as_deref())?;
+        trust = cfg.trust_paths();
+        crls = cfg.crls.clone();
+    }
+    for t in &trust {
         store.add_certificates(t)?;
     }
-    for c in &args.crl {
+    for c in &crls {
         store.add_crl(c)?;
     }
     let at = match &args.at {

@@ -501,6 +501,22 @@ fn cli_exit_status_and_json() {
     }
     let o = segel_verify(&[signed, "--at", "yesterday"]);
     assert_eq!(o.status.code(), Some(2));
+    // A service configuration supplies the trust store when no --trust is given.
+    let cfg = write(
+        dir.path(),
+        "segel.toml",
+        format!(
+            "trust = [\"{}\"]\n",
+            root().join("keys-example/root-ca.pem").display()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        segel_verify(&[signed, "--config", cfg.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
