@@ -570,39 +570,27 @@ impl FileKeyStore {
             ));
         };
         let pkcs8 = Zeroizing::new(bag.key.as_der().to_vec());
-        let signer = SoftwareSigner::from_pkcs12(data, password, false)?;
-        let chain = signer.chain_ders();
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
-            .map_err(|e| KeyError::Certificate(e.to_string()))?;
-        let alg = match signer.algorithm() {
-            super::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::P256,
-            super::SignatureAlgorithm::EcdsaP384Sha384 => KeyAlgorithm::P384,
-            _ if signer.max_signature_len() > 256 => KeyAlgorithm::Rsa3072,
-            _ => KeyAlgorithm::Rsa2048,
-        };
-        let record = KeyRecord {
-            id: id.into(),
-            name: leaf
-                .subject()
-                .iter_common_name()
-                .next()
-                .and_then(|c| c.as_str().ok())
-                .map(str::to_string),
-            title: None,
-            nip: None,
-            algorithm: alg,
-            location: KeyLocation::Keystore {
-                sealed: seal(id, &pkcs8, passphrase, kdf)?,
-            },
-            public_key: B64.encode(leaf.public_key().raw),
-            chain_pem: Some(chain.iter().map(|c| super::devpki::cert_pem(c)).collect()),
-            disabled: false,
-            created: now.unix_timestamp(),
-            passphrase_verifier: None,
-        };
-        self.put(&record)?;
-        events.record(id, "key.imported_pkcs12", &leaf.subject().to_string());
-        Ok(())
+        // The chain in path order, leaf first, checked against the key.
+        let chain = SoftwareSigner::from_pkcs12(data, password, false)?.chain_ders();
+        let name = x509_parser::parse_x509_certificate(&chain[0])
+            .ok()
+            .and_then(|(_, c)| {
+                c.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|a| a.as_str().ok())
+                    .map(str::to_string)
+            });
+        self.import_pkcs8(
+            id,
+            &pkcs8,
+            &chain,
+            (name, None, None),
+            passphrase,
+            kdf,
+            now,
+            events,
+        )
     }
 
     /// Store an existing PKCS#8 key with its certificate chain, sealed under `passphrase`.
