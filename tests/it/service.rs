@@ -808,3 +808,111 @@ async fn seal_batch_and_bsre_on_sqlite() {
 async fn seal_batch_and_bsre_on_postgres() {
     db::on_postgres(seal_batch_and_bsre).await;
 }
+
+/// Operations endpoints, and the organisation seal key kept sealed in the keystore and
+/// unlocked once at start from the configured passphrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_endpoints_and_a_sealed_seal_key() {
+    use segel::keys::keystore::{FileKeyStore, KdfParams, LogEvents, Passphrase};
+    let dir = tempdir();
+    let store = FileKeyStore::open(dir.path().join("keys")).unwrap();
+    let key = pem::parse(read("keys-example/seal.key.pem"))
+        .unwrap()
+        .into_contents();
+    let chain = segel::keys::load_certificates_pem(&read("keys-example/seal.chain.pem")).unwrap();
+    store
+        .import_pkcs8(
+            "seal",
+            &key,
+            &chain,
+            (None, None, None),
+            &Passphrase::new("segel rahasia"),
+            &KdfParams::insecure_fast(),
+            time::OffsetDateTime::now_utc(),
+            &LogEvents,
+        )
+        .unwrap();
+    let url = db::sqlite_url(dir.path());
+    // Without the passphrase the service refuses to start, saying what is missing.
+    let err = Application::build(config(&url, dir.path()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("SEGEL_SEAL_PASSPHRASE"), "{err}");
+    let mut cfg = config(&url, dir.path());
+    cfg.seal_passphrase = Some(segel::config::Secret::new("segel rahasia"));
+    let app = spawn(cfg).await;
+    let (c, b) = (&app.client, &app.base);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"),
+    );
+    let r = c
+        .post(format!("{b}/api/v1/seal"))
+        .bearer_auth(app.app_key())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sealed = r.bytes().await.unwrap();
+    let report = crate::verify::verify(&sealed, &crate::verify::default_store());
+    assert!(report.all_valid());
+    assert!(
+        report.signatures[0]
+            .signer
+            .as_ref()
+            .unwrap()
+            .subject
+            .contains("Segel seal")
+    );
+    // Metrics: requests, signatures and days to expiry per key.
+    let metrics = c
+        .get(format!("{b}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "segel_http_requests_total",
+        "segel_signatures_total",
+        "segel_certificate_days_to_expiry{key=\"official:budi\"}",
+        "segel_certificate_days_to_expiry{key=\"seal\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+    let ready: Value = c
+        .get(format!("{b}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert!(
+        ready["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key"] == "official:siti" && k["days_to_expiry"].as_i64() > Some(30))
+    );
+    // The CRL named in the development certificates' distribution points.
+    let crl = c
+        .get(format!("{b}/crl/issuing-ca.crl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crl.status(), 200);
+    assert!(x509_parser::parse_x509_crl(&crl.bytes().await.unwrap()).is_ok());
+    assert_eq!(
+        c.get(format!("{b}/crl/other.crl"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
