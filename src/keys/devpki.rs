@@ -96,6 +96,15 @@ pub struct OfficialSpec {
     pub algorithm: KeyAlgorithm,
 }
 
+/// A DN of C=ID, O and CN.
+fn simple_dn(org: impl Into<String>, cn: impl Into<String>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "ID");
+    dn.push(DnType::OrganizationName, org.into());
+    dn.push(DnType::CommonName, cn.into());
+    dn
+}
+
 /// Subject DN of an official: CN, title (2.5.4.12), serialNumber (2.5.4.5) = NIP, O, C.
 pub fn official_dn(name: &str, title: &str, nip: &str, org: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
@@ -240,10 +249,7 @@ impl DevPki {
         // Root CA.
         let root_der = generate_pkcs8(KeyAlgorithm::P384)?;
         let root_key = rcgen_key(&root_der, KeyAlgorithm::P384)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CountryName, "ID");
-        dn.push(DnType::OrganizationName, NOT_FOR_PRODUCTION);
-        dn.push(DnType::CommonName, "Segel Development Root CA");
+        let dn = simple_dn(NOT_FOR_PRODUCTION, "Segel Development Root CA");
         let mut p = base_params(dn, now, 20);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -265,10 +271,7 @@ impl DevPki {
         // Issuing CA.
         let ca_der = generate_pkcs8(KeyAlgorithm::P256)?;
         let ca_key = rcgen_key(&ca_der, KeyAlgorithm::P256)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CountryName, "ID");
-        dn.push(DnType::OrganizationName, NOT_FOR_PRODUCTION);
-        dn.push(DnType::CommonName, "Segel Development Issuing CA");
+        let dn = simple_dn(NOT_FOR_PRODUCTION, "Segel Development Issuing CA");
         let mut p = base_params(dn, now, 10);
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -306,10 +309,7 @@ impl DevPki {
             pki.issue_official(&official, now)?;
         }
         // TSA: a critical timeStamping EKU, which rcgen's EKU field cannot mark critical.
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CountryName, "ID");
-        dn.push(DnType::OrganizationName, NOT_FOR_PRODUCTION);
-        dn.push(DnType::CommonName, "Segel Development TSA");
+        let dn = simple_dn(NOT_FOR_PRODUCTION, "Segel Development TSA");
         let mut eku = CustomExtension::from_oid_content(
             &[2, 5, 29, 37],
             vec![
@@ -349,10 +349,7 @@ impl DevPki {
             now,
         )?;
         // Audit checkpoint key.
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CountryName, "ID");
-        dn.push(DnType::OrganizationName, opts.organisation.as_str());
-        dn.push(DnType::CommonName, "Segel audit log");
+        let dn = simple_dn(opts.organisation.as_str(), "Segel audit log");
         pki.issue_leaf(
             "auditor",
             dn,

@@ -334,6 +334,20 @@ fn spki_key_bits(spki_der: &[u8]) -> Option<Vec<u8>> {
     Some(spki.subject_public_key.data.to_vec())
 }
 
+/// A PKCS#10 CSR (PEM) for `key` whose subject carries the official's name, title and NIP.
+fn official_csr(
+    key: &impl rcgen::SigningKey,
+    identity: (&str, &str, &str, &str),
+) -> Result<String, KeyError> {
+    let (name, title, nip, org) = identity;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = official_dn(name, title, nip, org);
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+    csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))
+}
+
 /// A directory of key records (`<id>.json`), written atomically.
 pub struct FileKeyStore {
     pub dir: PathBuf,
@@ -463,20 +477,10 @@ impl FileKeyStore {
                 "official {id:?} already has a key"
             )));
         }
-        let (name, title, nip, org) = identity;
+        let (name, title, nip, _) = identity;
         let pkcs8 = generate_pkcs8(alg)?;
         let key = rcgen_key(&pkcs8, alg)?;
-        let params = {
-            let mut p = rcgen::CertificateParams::default();
-            p.distinguished_name = official_dn(name, title, nip, org);
-            p
-        };
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
-        let csr_pem = csr
-            .pem()
-            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let csr_pem = official_csr(&key, identity)?;
         let record = KeyRecord {
             id: id.into(),
             name: Some(name.into()),
@@ -720,15 +724,8 @@ impl FileKeyStore {
             .map_err(|_| KeyError::Format("no randomness".into()))?;
         let spki = super::pkcs11::generate_key(&cfg, &format!("segel-{id}"), &key_id, alg)?;
         let rkey = super::pkcs11::Pkcs11RcgenKey::open(cfg)?;
-        let (name, title, nip, org) = identity;
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = official_dn(name, title, nip, org);
-        let csr = params
-            .serialize_request(&rkey)
-            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
-        let csr_pem = csr
-            .pem()
-            .map_err(|e| KeyError::Format(format!("CSR: {e}")))?;
+        let (name, title, nip, _) = identity;
+        let csr_pem = official_csr(&rkey, identity)?;
         let record = KeyRecord {
             id: id.into(),
             name: Some(name.into()),
