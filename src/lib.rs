@@ -17,6 +17,8 @@ pub mod config;
 pub mod http;
 /// The `Signer` trait and its key sources (PEM/PKCS#12 files, development PKI).
 pub mod keys;
+/// Heap blocks are wiped when freed, so no copy of a key or passphrase outlives its use.
+pub mod memory;
 /// PDF parsing, incremental update, signature placeholder, visible stamp and anchor search.
 pub mod pdf;
 /// Assembling the service: workflow from configuration, demo bootstrap, the application.
@@ -27,3 +29,8 @@ pub mod storage;
 pub mod trust;
 /// The business rules: documents, steps, approvals, seal, webhooks.
 pub mod workflow;
+
+/// Every binary that links Segel (the CLI, the tests, the benchmarks) frees through
+/// [`memory::WipeOnFree`]: the figures in the README include its cost.
+#[global_allocator]
+static ALLOCATOR: memory::WipeOnFree<std::alloc::System> = memory::WipeOnFree(std::alloc::System);

@@ -7,7 +7,7 @@ use crate::keys::keystore::{FileKeyStore, KdfParams, LogEvents, Passphrase};
 use crate::keys::{Signer, SoftwareSigner, load_certificates_pem};
 use crate::pdf::sign::DisplayZone;
 use crate::storage::Db;
-use crate::storage::blobs::FsBlobStore;
+use crate::storage::packs::PackBlobStore;
 use crate::trust::TrustStore;
 use crate::workflow::{Actor, Workflow, random_token};
 use std::path::Path;
@@ -39,10 +39,16 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
     let db = Db::connect(&cfg.database_url)
         .await
         .map_err(err("database"))?;
-    let blobs = Arc::new(FsBlobStore {
-        dir: cfg.data_dir.join("blobs"),
-    });
-    let keys = Arc::new(FileKeyStore::open(cfg.data_dir.join("keys")).map_err(err("keystore"))?);
+    let blobs =
+        Arc::new(PackBlobStore::open(cfg.data_dir.join("blobs")).map_err(err("blob store"))?);
+    let keys = Arc::new(
+        FileKeyStore::open(cfg.data_dir.join("keys"))
+            .map_err(err("keystore"))?
+            .watch_crls(crate::keys::keystore::lifecycle_crl_paths(
+                &cfg.crls,
+                &cfg.keys_dir,
+            )),
+    );
     let mut trust = TrustStore::default();
     for t in cfg.trust_paths() {
         trust.add_certificates(&t).map_err(err("trust anchors"))?;

@@ -2,6 +2,7 @@
 //! migrations/, and write transactions that serialize correctly on both.
 
 pub mod blobs;
+pub mod packs;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Transaction};

@@ -88,6 +88,11 @@ impl From<crate::pdf::PdfError> for WorkflowError {
             | P::CertifyAfterSignature
             | P::FieldSigned(_) => "document_locked",
             P::NoSuchPage { .. } | P::AnchorNotFound(_) | P::Placement(_) => "invalid_placement",
+            // A token that went away between unlocking and signing is the same outage as one
+            // that could not be opened: 503, so the client retries, never a 500.
+            P::Cms(crate::cms::CmsError::Key(crate::keys::KeyError::Unavailable(why))) => {
+                return WorkflowError::KeyUnavailable(why.clone());
+            }
             P::ContentsTooSmall { .. } | P::Cms(_) => {
                 return WorkflowError::Internal(e.to_string());
             }
@@ -169,4 +174,50 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkflowError;
+    use crate::keys::{
+        KeyError, SignatureAlgorithm, Signer, SoftwareSigner, load_certificates_pem,
+    };
+
+    /// A key whose token is pulled out after it was opened: it presents its chain, then
+    /// fails the signing call itself.
+    struct TokenPulled(SoftwareSigner);
+
+    impl Signer for TokenPulled {
+        fn algorithm(&self) -> SignatureAlgorithm {
+            self.0.algorithm()
+        }
+        fn certificate_chain(&self) -> &[Vec<u8>] {
+            self.0.certificate_chain()
+        }
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, KeyError> {
+            Err(KeyError::Unavailable(
+                "PKCS#11 token \"segel\": removed".into(),
+            ))
+        }
+        fn max_signature_len(&self) -> usize {
+            self.0.max_signature_len()
+        }
+    }
+
+    #[test]
+    fn a_token_lost_while_signing_is_unavailable_not_internal() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let key = std::fs::read(dir.join("keys-example/seal.key.pem")).unwrap();
+        let chain = std::fs::read(dir.join("keys-example/seal.chain.pem")).unwrap();
+        let signer = TokenPulled(
+            SoftwareSigner::from_pem(&key, load_certificates_pem(&chain).unwrap(), false).unwrap(),
+        );
+        let pdf = std::fs::read(dir.join("fixtures/pdf/letter.pdf")).unwrap();
+        let clock = crate::clock::FixedClock(time::macros::datetime!(2026-11-30 09:00 UTC));
+        let err = crate::pdf::sign_pdf(pdf, &signer, &Default::default(), &clock).unwrap_err();
+        match WorkflowError::from(err) {
+            WorkflowError::KeyUnavailable(m) => assert!(m.contains("removed"), "{m}"),
+            other => panic!("expected KeyUnavailable, got {other:?}"),
+        }
+    }
 }
