@@ -166,14 +166,24 @@ fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), KeyError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| KeyError::Format(format!("{}: {e}", dir.display())))?;
     }
-    fs::write(path, data).map_err(|e| KeyError::Format(format!("{}: {e}", path.display())))?;
+    // Written beside the target and renamed over it, so that a reader (the service re-reading
+    // its CRL) never sees half a file.
+    use std::io::Write;
+    let fail = |e: std::io::Error| KeyError::Format(format!("{}: {e}", path.display()));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new("."))).map_err(fail)?;
+    tmp.write_all(data).map_err(fail)?;
     #[cfg(unix)]
-    if secret {
+    {
         use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        let mode = if secret { 0o600 } else { 0o644 };
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(fail)?;
     }
     #[cfg(not(unix))]
     let _ = secret;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
 }
 

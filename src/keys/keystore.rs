@@ -351,6 +351,9 @@ fn official_csr(
 /// A directory of key records (`<id>.json`), written atomically.
 pub struct FileKeyStore {
     pub dir: PathBuf,
+    /// CRL files consulted, re-read when they change, by every lifecycle check (besides the
+    /// CRLs a caller passes).
+    crl_files: Option<crate::trust::revocation::CrlFiles>,
 }
 
 /// What an official's certificate says about itself, for lifecycle checks.
@@ -397,7 +400,30 @@ impl FileKeyStore {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
             .map_err(|e| KeyError::Format(format!("{}: {e}", dir.display())))?;
-        Ok(FileKeyStore { dir })
+        Ok(FileKeyStore {
+            dir,
+            crl_files: None,
+        })
+    }
+
+    /// Check every unlock against these CRL files too, re-reading a file when it changes, so
+    /// that a revocation published while the service runs stops the next signature.
+    pub fn watch_crls(mut self, paths: Vec<PathBuf>) -> Self {
+        self.crl_files = Some(crate::trust::revocation::CrlFiles::new(paths));
+        self
+    }
+
+    /// The caller's CRLs plus the current contents of the watched CRL files.
+    fn effective_crls(&self, given: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut all = given.to_vec();
+        if let Some(files) = &self.crl_files {
+            for c in files.current() {
+                if !all.contains(&c) {
+                    all.push(c);
+                }
+            }
+        }
+        all
     }
 
     fn path(&self, id: &str) -> Result<PathBuf, KeyError> {
@@ -773,7 +799,7 @@ impl FileKeyStore {
             .as_deref()
             .ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
         let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
-        check_certificate_state(&chain[0], now, &chain, crls)?;
+        check_certificate_state(&chain[0], now, &chain, &self.effective_crls(crls))?;
         let verifier = record
             .passphrase_verifier
             .as_deref()
@@ -806,7 +832,7 @@ impl FileKeyStore {
             .as_deref()
             .ok_or_else(|| KeyError::Certificate("no certificate imported yet".into()))?;
         let chain = super::load_certificates_pem(chain_pem.as_bytes())?;
-        check_certificate_state(&chain[0], now, &chain, crls)?;
+        check_certificate_state(&chain[0], now, &chain, &self.effective_crls(crls))?;
         let KeyLocation::Keystore { sealed } = &record.location else {
             return Err(KeyError::Unsupported("the key lives in an HSM".into()));
         };
@@ -818,6 +844,16 @@ impl FileKeyStore {
     /// Path of a record, for messages.
     pub fn record_path(&self, id: &str) -> Option<PathBuf> {
         self.path(id).ok()
+    }
+}
+
+/// The CRL files a service checks officials' certificates against: the configured ones, or
+/// else the development CA's CRL in the keys directory.
+pub fn lifecycle_crl_paths(configured: &[PathBuf], keys_dir: &std::path::Path) -> Vec<PathBuf> {
+    if configured.is_empty() {
+        vec![keys_dir.join("crl/issuing-ca.crl")]
+    } else {
+        configured.to_vec()
     }
 }
 

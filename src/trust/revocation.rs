@@ -271,3 +271,121 @@ impl CrlFetcher {
         result
     }
 }
+
+/// CRL files re-read whenever one changes (modification time or size), so a revocation
+/// published while the service runs applies to the next lifecycle check. A file that is
+/// missing yields no CRL; one that no longer parses keeps its last good contents.
+#[derive(Debug, Default)]
+pub struct CrlFiles {
+    paths: Vec<std::path::PathBuf>,
+    loaded: Mutex<Vec<LoadedCrl>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct LoadedCrl {
+    stamp: Option<FileStamp>,
+    ders: Vec<Vec<u8>>,
+}
+
+/// What tells a changed file: modification time, size and (on Unix) inode, which a file
+/// replaced by rename changes even within one timestamp tick.
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+fn file_stamp(m: &std::fs::Metadata) -> Option<FileStamp> {
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((m.modified().ok()?, m.len(), ino))
+}
+
+/// The CRLs (DER) in a PEM or DER file's bytes; `None` when any of them does not parse.
+fn parse_crl_file(data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let ders: Vec<Vec<u8>> = match ::pem::parse_many(data) {
+        Ok(blocks) if !blocks.is_empty() => blocks
+            .into_iter()
+            .filter(|b| b.tag() == "X509 CRL")
+            .map(|b| b.into_contents())
+            .collect(),
+        _ => vec![data.to_vec()],
+    };
+    ders.iter()
+        .all(|d| parse_x509_crl(d).is_ok())
+        .then_some(ders)
+}
+
+impl CrlFiles {
+    pub fn new(paths: Vec<std::path::PathBuf>) -> Self {
+        let loaded = Mutex::new(vec![LoadedCrl::default(); paths.len()]);
+        CrlFiles { paths, loaded }
+    }
+
+    /// The watched paths.
+    pub fn paths(&self) -> &[std::path::PathBuf] {
+        &self.paths
+    }
+
+    /// The current CRLs of every file, re-reading the files whose stamp changed.
+    pub fn current(&self) -> Vec<Vec<u8>> {
+        let Ok(mut loaded) = self.loaded.lock() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (path, slot) in self.paths.iter().zip(loaded.iter_mut()) {
+            let stamp = std::fs::metadata(path).ok().and_then(|m| file_stamp(&m));
+            if stamp != slot.stamp {
+                match stamp {
+                    None => *slot = LoadedCrl::default(),
+                    Some(_) => match std::fs::read(path).ok().and_then(|d| parse_crl_file(&d)) {
+                        Some(ders) => *slot = LoadedCrl { stamp, ders },
+                        None => tracing::warn!(
+                            path = %path.display(),
+                            "CRL file unreadable; keeping its previous contents"
+                        ),
+                    },
+                }
+            }
+            out.extend(slot.ders.iter().cloned());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+    }
+
+    #[test]
+    fn crl_files_follow_changes_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crl");
+        let files = CrlFiles::new(vec![path.clone()]);
+        assert!(files.current().is_empty(), "a missing file gives no CRL");
+        let a = fixture("fixtures/pki/intermediate-ca.crl.der");
+        let b = fixture("keys-example/crl/issuing-ca.crl");
+        assert_ne!(a, b);
+        std::fs::write(&path, &a).unwrap();
+        assert_eq!(files.current(), vec![a.clone()]);
+        // Replaced by rename, as `segel dev-pki` does.
+        let tmp = dir.path().join("new.crl");
+        std::fs::write(&tmp, &b).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(files.current(), vec![b.clone()]);
+        // PEM is read too.
+        std::fs::write(
+            &path,
+            ::pem::encode(&::pem::Pem::new("X509 CRL", a.clone())),
+        )
+        .unwrap();
+        assert_eq!(files.current(), vec![a.clone()]);
+        // A file that stops parsing keeps its last good contents.
+        std::fs::write(&path, b"not a CRL at all").unwrap();
+        assert_eq!(files.current(), vec![a]);
+        std::fs::remove_file(&path).unwrap();
+        assert!(files.current().is_empty());
+    }
+}

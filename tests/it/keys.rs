@@ -380,12 +380,71 @@ fn expired_and_revoked_certificates_are_refused_before_signing() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let crl = std::fs::read(pki.path("crl/issuing-ca.crl")).unwrap();
+    assert!(
+        crl_lists_serial(&crl, &serial),
+        "the re-issued CRL lists {serial}"
+    );
     let e = store
-        .unlock("live", &pp, false, now, &[crl], &LogEvents)
+        .unlock(
+            "live",
+            &pp,
+            false,
+            now,
+            std::slice::from_ref(&crl),
+            &LogEvents,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
-    // And the verifier honours the same CRL for an earlier signature by that key.
-    let _ = e;
+    // A signature the revoked key makes anyway (its owner bypassing Segel): Segel's verifier
+    // calls it revoked when given that CRL, and not without it.
+    let segel::keys::keystore::KeyLocation::Keystore { sealed } =
+        store.get("live").unwrap().location
+    else {
+        panic!("a keystore key")
+    };
+    let pkcs8 = segel::keys::keystore::unseal(&sealed, "live", &pp).unwrap();
+    let rogue = segel::keys::SoftwareSigner::from_pkcs8(&pkcs8, chain, false).unwrap();
+    let signed = segel::pdf::sign_pdf(
+        read("fixtures/pdf/letter.pdf"),
+        &rogue,
+        &Default::default(),
+        &crate::common::now(),
+    )
+    .unwrap();
+    let with_crl = crate::verify::verify(
+        &signed.bytes,
+        &crate::verify::store(
+            &[pki.path("root-ca.pem")],
+            &[pki.path("crl/issuing-ca.crl")],
+        ),
+    );
+    assert_eq!(
+        with_crl.signatures[0].verdict,
+        segel::trust::Verdict::Revoked,
+        "{with_crl:#?}"
+    );
+    assert_eq!(with_crl.signatures[0].revocation.status, "revoked");
+    let without = crate::verify::verify(
+        &signed.bytes,
+        &crate::verify::store(&[pki.path("root-ca.pem")], &[]),
+    );
+    assert_ne!(
+        without.signatures[0].verdict,
+        segel::trust::Verdict::Revoked
+    );
+}
+
+/// Whether a DER CRL lists the certificate with this hex serial.
+pub fn crl_lists_serial(crl_der: &[u8], serial_hex: &str) -> bool {
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der).unwrap();
+    crl.iter_revoked_certificates().any(|r| {
+        r.raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .trim_start_matches('0')
+            == serial_hex.to_ascii_lowercase().trim_start_matches('0')
+    })
 }
 
 #[test]
@@ -432,4 +491,102 @@ fn dev_pki_issue_adds_an_official_that_signs_valid() {
         &crate::verify::store(&[pki.path("root-ca.pem")], &[]),
     );
     assert!(report.all_valid(), "{report:#?}");
+}
+
+/// A copy of a directory tree (a development PKI a test may revoke in).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn serial_of(chain_pem: &Path) -> String {
+    let der = segel::keys::load_certificates_pem(&std::fs::read(chain_pem).unwrap())
+        .unwrap()
+        .remove(0);
+    x509_parser::parse_x509_certificate(&der)
+        .unwrap()
+        .1
+        .raw_serial_as_string()
+        .replace(':', "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_stops_the_running_service_from_signing() {
+    let dir = tempdir();
+    let pki = dir.path().join("pki");
+    copy_dir(&root().join("keys-example"), &pki);
+    let data = dir.path().join("data");
+    let cfg = segel::config::Config {
+        keys_dir: pki.clone(),
+        ..crate::service::config(&crate::db::sqlite_url(dir.path()), &data)
+    };
+    let app = crate::service::spawn(cfg).await;
+    let submit = || async {
+        let r = app
+            .submit(
+                read("fixtures/pdf/letter.pdf"),
+                crate::service::letter_meta(None),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        r.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (submit().await, submit().await);
+    let token = app.login("reviewer").await;
+    let pp = app.passphrase("reviewer");
+    let r = app.approve(&token, &first, 1, &pp).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // The reviewer's certificate is revoked while the service runs.
+    let serial = serial_of(&pki.join("officials/siti.chain.pem"));
+    let o = Command::new(env!("CARGO_BIN_EXE_segel"))
+        .args(["dev-pki", "revoke", "--dir"])
+        .arg(&pki)
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The service publishes the new CRL ...
+    let crl = app
+        .client
+        .get(format!("{}/crl/issuing-ca.crl", app.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        crl_lists_serial(&crl, &serial),
+        "published CRL lists {serial}"
+    );
+    // ... and refuses the next approval with the revoked key, changing nothing.
+    let r = app.approve(&token, &second, 1, &pp).await;
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "forbidden", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("revoked"), "{msg}");
+    let d: serde_json::Value = app
+        .client
+        .get(format!("{}/api/v1/documents/{second}", app.base))
+        .bearer_auth(app.app_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["current_sha256"], d["original_sha256"], "{d}");
 }
