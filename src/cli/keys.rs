@@ -64,7 +64,13 @@ enum KeysCommand {
         trust: Vec<PathBuf>,
     },
     /// Import a key and chain delivered as PKCS#12 (password: SEGEL_P12_PASSWORD or a prompt).
-    ImportP12 { official: String, file: PathBuf },
+    ImportP12 {
+        official: String,
+        file: PathBuf,
+        /// Overwrite the official's existing key (otherwise refused).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Show every key: official, algorithm, location, certificate, expiry, status.
     List,
     /// Re-wrap an official's key under a new passphrase.
@@ -240,7 +246,11 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
             store.import_certificate(&official, all, &anchors.anchors, now, events)?;
             eprintln!("certificate imported for {official}");
         }
-        KeysCommand::ImportP12 { official, file } => {
+        KeysCommand::ImportP12 {
+            official,
+            file,
+            replace,
+        } => {
             let data =
                 std::fs::read(&file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
             let password = match std::env::var("SEGEL_P12_PASSWORD") {
@@ -259,7 +269,16 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                 &format!("New signing passphrase for {official}"),
                 true,
             )?;
-            store.import_p12(&official, &data, &password, &pp, &kdf(), now, events)?;
+            store.import_p12(
+                &official,
+                &data,
+                &password,
+                replace,
+                &pp,
+                &kdf(),
+                now,
+                events,
+            )?;
             eprintln!("PKCS#12 imported for {official} and sealed under the signing passphrase");
         }
         KeysCommand::List => {

@@ -348,6 +348,25 @@ fn official_csr(
     csr.pem().map_err(|e| KeyError::Format(format!("CSR: {e}")))
 }
 
+/// Why a PKCS#12 file did not open, in words an operator can act on.
+fn pkcs12_error(e: p12_keystore::error::Error) -> KeyError {
+    use p12_keystore::error::Error as E;
+    KeyError::Pkcs12(match e {
+        E::MacError(_) => "wrong password (the file's integrity check fails)".into(),
+        E::UnsupportedEncryptionScheme | E::UnsupportedMacAlgorithm => format!(
+            "{e}: the file is protected with an algorithm Segel does not accept; export it \
+             again with PBES2/AES-256-CBC and an HMAC-SHA-256 MAC (or 3DES for legacy tools)"
+        ),
+        E::InvalidParameters => {
+            "the file's encryption parameters are missing or out of bounds (for instance an \
+             excessive iteration count)"
+                .into()
+        }
+        E::Pkcs5Error(m) => format!("cannot decrypt (wrong password or damaged file): {m}"),
+        other => format!("not a readable PKCS#12 file: {other}"),
+    })
+}
+
 /// A directory of key records (`<id>.json`), written atomically.
 pub struct FileKeyStore {
     pub dir: PathBuf,
@@ -578,22 +597,26 @@ impl FileKeyStore {
     }
 
     /// Import a key and chain delivered as PKCS#12, re-sealed under the official's passphrase.
+    /// An official who already has a key keeps it unless `replace` is given.
     #[allow(clippy::too_many_arguments)]
     pub fn import_p12(
         &self,
         id: &str,
         data: &[u8],
         password: &str,
+        replace: bool,
         passphrase: &Passphrase,
         kdf: &KdfParams,
         now: OffsetDateTime,
         events: &dyn KeyEvents,
     ) -> Result<(), KeyError> {
-        let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| {
-            KeyError::Pkcs12(format!(
-                "cannot open (wrong password or unsupported encryption): {e}"
-            ))
-        })?;
+        if !replace && self.path(id)?.exists() {
+            return Err(KeyError::Format(format!(
+                "official {id:?} already has a key (give --replace to overwrite it)"
+            )));
+        }
+        let archive =
+            p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(pkcs12_error)?;
         let [bag] = archive.keys.as_slice() else {
             return Err(KeyError::Pkcs12(
                 "the file must hold exactly one private key".into(),
@@ -602,25 +625,26 @@ impl FileKeyStore {
         let pkcs8 = Zeroizing::new(bag.key.as_der().to_vec());
         // The chain in path order, leaf first, checked against the key.
         let chain = SoftwareSigner::from_pkcs12(data, password, false)?.chain_ders();
-        let name = x509_parser::parse_x509_certificate(&chain[0])
-            .ok()
-            .and_then(|(_, c)| {
-                c.subject()
-                    .iter_common_name()
-                    .next()
-                    .and_then(|a| a.as_str().ok())
-                    .map(str::to_string)
-            });
+        let (name, title, nip, _) = super::certificate_identity(&chain[0]);
+        let replaced = self.path(id)?.exists();
         self.import_pkcs8(
             id,
             &pkcs8,
             &chain,
-            (name, None, None),
+            (name, title, nip),
             passphrase,
             kdf,
             now,
             events,
-        )
+        )?;
+        if replaced {
+            events.record(
+                id,
+                "key.replaced",
+                "the previous key was overwritten by a PKCS#12",
+            );
+        }
+        Ok(())
     }
 
     /// Store an existing PKCS#8 key with its certificate chain, sealed under `passphrase`.
@@ -905,6 +929,112 @@ mod tests {
             unseal(&k, "budi", &pp).is_err(),
             "parameters are bound through the derived key"
         );
+    }
+
+    fn example(rel: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+    }
+
+    /// siti's development key and chain as PKCS#12, protected with `key_alg` (None: OpenSSL's
+    /// default, PBES2/AES-256-CBC).
+    fn siti_p12(key_alg: Option<openssl::nid::Nid>) -> Vec<u8> {
+        let key = openssl::pkey::PKey::private_key_from_pem(&example(
+            "keys-example/officials/siti.key.pem",
+        ))
+        .unwrap();
+        let cert =
+            openssl::x509::X509::from_pem(&example("keys-example/officials/siti.pem")).unwrap();
+        let mut b = openssl::pkcs12::Pkcs12::builder();
+        b.name("siti").pkey(&key).cert(&cert);
+        if let Some(nid) = key_alg {
+            b.key_algorithm(nid).cert_algorithm(nid);
+        }
+        b.build2("sandi-p12").unwrap().to_der().unwrap()
+    }
+
+    fn import(store: &FileKeyStore, id: &str, p12: &[u8], password: &str) -> Result<(), KeyError> {
+        store.import_p12(
+            id,
+            p12,
+            password,
+            false,
+            &Passphrase::new("kata sandi rahasia"),
+            &KdfParams::insecure_fast(),
+            OffsetDateTime::now_utc(),
+            &LogEvents,
+        )
+    }
+
+    #[test]
+    fn pkcs12_wrong_password_and_unsupported_encryption_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileKeyStore::open(dir.path()).unwrap();
+        let good = siti_p12(None);
+        let e = import(&store, "siti", &good, "salah").unwrap_err();
+        assert!(
+            matches!(&e, KeyError::Pkcs12(m) if m.contains("wrong password")),
+            "{e}"
+        );
+        // Two-key triple DES: OpenSSL still writes it, Segel does not accept it.
+        let weak = siti_p12(Some(openssl::nid::Nid::PBE_WITHSHA1AND2_KEY_TRIPLEDES_CBC));
+        let e = import(&store, "siti", &weak, "sandi-p12").unwrap_err();
+        assert!(
+            matches!(&e, KeyError::Pkcs12(m) if m.contains("does not accept") && !m.contains("wrong password")),
+            "{e}"
+        );
+        assert!(store.list().unwrap().is_empty(), "nothing stored");
+        import(&store, "siti", &good, "sandi-p12").unwrap();
+        let r = store.get("siti").unwrap();
+        assert_eq!(r.title.as_deref(), Some("Kepala Biro Umum"));
+        assert_eq!(r.nip.as_deref(), Some("198203152006042002"));
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileKeyStore::open(dir.path()).unwrap();
+        let pp = Passphrase::new("kata sandi rahasia");
+        let fast = KdfParams::insecure_fast();
+        let now = OffsetDateTime::now_utc();
+        store
+            .generate(
+                "andi",
+                KeyAlgorithm::P256,
+                ("Andi", "Kepala", "1", "Uji"),
+                &pp,
+                &fast,
+                now,
+                &LogEvents,
+            )
+            .unwrap();
+        let chain =
+            crate::keys::load_certificates_pem(&example("keys-example/officials/siti.chain.pem"))
+                .unwrap();
+        let root =
+            crate::keys::load_certificates_pem(&example("keys-example/root-ca.pem")).unwrap();
+        let e = store
+            .import_certificate("andi", chain.clone(), &root, now, &LogEvents)
+            .unwrap_err();
+        assert!(matches!(e, KeyError::CertificateMismatch), "{e}");
+        assert!(store.get("andi").unwrap().chain_pem.is_none());
+        // A PKCS#8 key stored with somebody else's certificate is refused as well.
+        let budi_key = pem::parse(example("keys-example/officials/budi.key.pem"))
+            .unwrap()
+            .into_contents();
+        let e = store
+            .import_pkcs8(
+                "budi",
+                &budi_key,
+                &chain,
+                (None, None, None),
+                &pp,
+                &fast,
+                now,
+                &LogEvents,
+            )
+            .unwrap_err();
+        assert!(matches!(e, KeyError::CertificateMismatch), "{e}");
+        assert!(store.get("budi").is_err());
     }
 
     #[test]

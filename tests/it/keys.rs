@@ -297,7 +297,54 @@ fn pkcs12_import_resealed_under_the_passphrase() {
         ],
         &["keys", "import-p12", "x", "fixtures/pki/signer-rsa.p12"],
     ));
-    assert!(e.contains("PKCS#12"), "{e}");
+    assert!(e.contains("PKCS#12") && e.contains("wrong password"), "{e}");
+    assert!(!ks.join("x.json").exists());
+
+    // The identity comes from the certificate: the NIP in serialNumber.
+    let record = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(ks.join(format!("{id}.json"))).unwrap()).unwrap()
+    };
+    assert_eq!(record("budi")["name"], "Budi Santoso");
+    assert_eq!(record("budi")["nip"], "NIP198001012005011001");
+
+    // A second PKCS#12 for an official who has a key is refused, leaving the key alone ...
+    let env = [
+        ("SEGEL_PASSPHRASE", "kata sandi rahasia"),
+        ("SEGEL_P12_PASSWORD", "test1234"),
+    ];
+    let before = std::fs::read(ks.join("budi.json")).unwrap();
+    let p12 = dir.path().join("budi-dev.p12");
+    let o = Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:test1234", "-inkey"])
+        .arg(root().join("keys-example/officials/budi.key.pem"))
+        .arg("-in")
+        .arg(root().join("keys-example/officials/budi.chain.pem"))
+        .arg("-out")
+        .arg(&p12)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p12 = p12.to_str().unwrap();
+    let e = err(&segel(&ks, &env, &["keys", "import-p12", "budi", p12]));
+    assert!(
+        e.contains("already has a key") && e.contains("--replace"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(ks.join("budi.json")).unwrap(), before);
+    // ... unless --replace is given; title and NIP are kept from the new certificate.
+    ok(&segel(
+        &ks,
+        &env,
+        &["keys", "import-p12", "budi", p12, "--replace"],
+    ));
+    let after = record("budi");
+    assert_ne!(
+        serde_json::from_slice::<serde_json::Value>(&before).unwrap()["public_key"],
+        after["public_key"]
+    );
+    assert_eq!(after["name"], "Dr. Budi Santoso, M.Si.");
+    assert_eq!(after["title"], "Sekretaris Jenderal");
+    assert_eq!(after["nip"], "197001012000031001");
 }
 
 #[test]
