@@ -16,7 +16,7 @@
 //! The cost is one `memset` per freed byte, measured with the signing benchmarks (README,
 //! "Performance").
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 
 /// An allocator (the system's, in Segel) that wipes each block before releasing it.
 pub struct WipeOnFree<A>(pub A);
@@ -92,6 +92,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for WipeOnFree<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::alloc::System;
     use std::sync::Mutex;
 
     /// The system allocator, recording for every block it is asked to release whether the

@@ -33,23 +33,65 @@ pub struct SealBatcher {
 /// Most letters in one transaction.
 const MAX_BATCH: usize = 256;
 
+/// Documents per `INSERT` (8 parameters each: see [`write_batch`]).
+const ROWS_PER_INSERT: usize = 256;
+
+/// The letters of `batch` and their audit entries, in one transaction and a handful of
+/// statements: one multi-row `INSERT` for the documents, then the audit entries chained and
+/// inserted together.
 async fn write_batch(db: &Db, batch: &[SealRecord]) -> Result<(), String> {
     let mut tx = db.begin_write().await.map_err(|e| e.to_string())?;
-    for r in batch {
-        sqlx::query("INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, 'completed', $5, $6, $7, $7, NULL, 1, $8, $8)")
-            .bind(&r.id).bind(&r.app_id).bind(&r.title).bind(&r.letter_number).bind(&r.code).bind(&r.original_sha256).bind(&r.signed_sha256).bind(r.at)
-            .execute(&mut *tx).await.map_err(|e| e.to_string())?;
-        let entry = NewEntry {
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES ",
+        );
+        for n in 0..chunk.len() {
+            let b = n * 8;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, NULL, 'completed', ${}, ${}, ${}, ${}, NULL, 1, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 7,
+                b + 8,
+                b + 8
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.id)
+                .bind(&r.app_id)
+                .bind(&r.title)
+                .bind(&r.letter_number)
+                .bind(&r.code)
+                .bind(&r.original_sha256)
+                .bind(&r.signed_sha256)
+                .bind(r.at);
+        }
+        q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
+    }
+    let entries: Vec<NewEntry> = batch
+        .iter()
+        .map(|r| NewEntry {
             actor_kind: ActorKind::App,
             actor_id: r.app_name.clone(),
             action: "document.sealed".into(),
             document_id: Some(r.id.clone()),
             details: serde_json::json!({"sha256": r.signed_sha256, "letter_number": r.letter_number}),
-        };
-        crate::audit::append(&mut tx, db.backend, r.at, &entry)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+        })
+        .collect();
+    let timed: Vec<(i64, &NewEntry)> = batch.iter().map(|r| r.at).zip(&entries).collect();
+    crate::audit::append_all(&mut tx, db.backend, &timed)
+        .await
+        .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
 }
 
