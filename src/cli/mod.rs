@@ -79,6 +79,11 @@ enum DevPkiCommand {
         dir: PathBuf,
         serial: String,
     },
+    /// Re-issue the issuing CA's CRL now (same revocations, next CRL number, valid 7 days).
+    Crl {
+        #[arg(long, default_value = "keys-example")]
+        dir: PathBuf,
+    },
 }
 
 /// A failure reported to the user as one line.
@@ -166,6 +171,20 @@ pub fn main() -> ExitCode {
                     eprintln!(
                         "issued {}/officials/{id}.pem (serial {serial})",
                         dir.display()
+                    );
+                })
+                .map_err(CliError::from)
+        }
+        Command::DevPki(DevPkiCommand::Crl { dir }) => {
+            let pki = crate::keys::devpki::DevPki { dir };
+            pki.write_crl(time::OffsetDateTime::now_utc())
+                .map(|()| {
+                    eprintln!(
+                        "CRL re-issued in {}/crl (next update {})",
+                        pki.dir.display(),
+                        pki.crl_next_update()
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
                     );
                 })
                 .map_err(CliError::from)

@@ -23,7 +23,8 @@ pub struct AppsArgs {
 
 #[derive(Subcommand, Debug)]
 enum AppsCommand {
-    /// Create an application and print its API key once.
+    /// Create an application and print its API key and webhook secret once, as JSON
+    /// `{"app", "api_key", "webhook_secret"}`.
     Create {
         name: String,
         /// Comma-separated: submit, seal, read.
@@ -79,6 +80,10 @@ fn operator() -> Actor {
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let cfg = Config::load(args.config.as_deref())?;
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(next) = crate::keys::devpki::refresh_dev_crl(&cfg.keys_dir, now)? {
+        eprintln!("development CRL re-issued (next update {next})");
+    }
     runtime()?.block_on(async move {
         let app = crate::service::Application::build(cfg).await?;
         eprintln!(
@@ -107,11 +112,14 @@ pub fn apps(args: AppsArgs) -> Result<(), CliError> {
                     .await
                     .map_err(|e| CliError(e.to_string()))?;
                 eprintln!(
-                    "application {} created with scopes {}; its key (shown only now):",
+                    "application {} created with scopes {}; its API key and the secret its webhooks are signed with (X-Segel-Signature: sha256=HMAC-SHA256(secret, body)), shown only now:",
                     app.name,
                     app.scopes.join(",")
                 );
-                println!("{key}");
+                println!(
+                    "{}",
+                    serde_json::json!({"app": app.name, "api_key": key, "webhook_secret": app.webhook_secret})
+                );
             }
             AppsCommand::Revoke { name } => {
                 wf.revoke_app(&name, &operator())

@@ -480,6 +480,27 @@ impl DevPki {
         self.write_crl(now)
     }
 
+    /// The nextUpdate of the CRL on disk, if there is a readable one.
+    pub fn crl_next_update(&self) -> Option<OffsetDateTime> {
+        let der = fs::read(self.path("crl/issuing-ca.crl")).ok()?;
+        let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+        OffsetDateTime::from_unix_timestamp(crl.next_update()?.timestamp()).ok()
+    }
+
+    /// Re-issue the CRL (same revocations, next CRL number) when it is missing, unreadable,
+    /// or its nextUpdate is past or within `margin` of `now`. Needs the issuing CA's key;
+    /// returns whether a CRL was written.
+    pub fn refresh_crl(&self, now: OffsetDateTime, margin: Duration) -> Result<bool, KeyError> {
+        if self
+            .crl_next_update()
+            .is_some_and(|next| next > now + margin)
+        {
+            return Ok(false);
+        }
+        self.write_crl(now)?;
+        Ok(true)
+    }
+
     /// Write `crl/issuing-ca.crl` (DER) and `.pem`, valid for 7 days.
     pub fn write_crl(&self, now: OffsetDateTime) -> Result<(), KeyError> {
         let mut state = self.state()?;
@@ -524,6 +545,26 @@ impl DevPki {
             false,
         )
     }
+}
+
+/// At service start: when `keys_dir` holds a development PKI with its issuing CA's key,
+/// re-issue its CRL if it expires within a day, so the CRL the service publishes and checks
+/// against stays current. Returns the new nextUpdate when a CRL was written.
+pub fn refresh_dev_crl(
+    keys_dir: &Path,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, KeyError> {
+    let pki = DevPki {
+        dir: keys_dir.to_path_buf(),
+    };
+    if !pki.path("issuing-ca.key.pem").is_file() || !pki.path("pki.json").is_file() {
+        return Ok(None);
+    }
+    Ok(if pki.refresh_crl(now, Duration::hours(24))? {
+        pki.crl_next_update()
+    } else {
+        None
+    })
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

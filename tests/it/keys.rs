@@ -637,3 +637,109 @@ async fn a_revocation_stops_the_running_service_from_signing() {
         .unwrap();
     assert_eq!(d["current_sha256"], d["original_sha256"], "{d}");
 }
+
+fn crl_number_and_next_update(path: &Path) -> (Vec<u8>, i64) {
+    let der = std::fs::read(path).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+    let number = crl
+        .crl_number()
+        .map(|n| n.to_bytes_be())
+        .expect("a CRL number");
+    (number, crl.next_update().unwrap().timestamp())
+}
+
+#[test]
+fn serve_refreshes_a_stale_development_crl() {
+    let dir = tempdir();
+    let pki_dir = dir.path().join("pki");
+    copy_dir(&root().join("keys-example"), &pki_dir);
+    let pki = DevPki {
+        dir: pki_dir.clone(),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let crl = pki.path("crl/issuing-ca.crl");
+    // A revocation (which re-issues the CRL).
+    let serial = serial_of(&pki.path("officials/siti.chain.pem"));
+    pki.revoke(&serial, now - time::Duration::days(9)).unwrap();
+    // A CRL with more than a day left is kept.
+    pki.write_crl(now).unwrap();
+    let kept = std::fs::read(&crl).unwrap();
+    assert!(!pki.refresh_crl(now, time::Duration::hours(24)).unwrap());
+    assert_eq!(std::fs::read(&crl).unwrap(), kept);
+    // One within a day of expiry is re-issued: same revocations, next CRL number.
+    pki.write_crl(now - time::Duration::days(6) - time::Duration::hours(12))
+        .unwrap();
+    let (almost_number, almost_next) = crl_number_and_next_update(&crl);
+    assert!(almost_next < (now + time::Duration::hours(24)).unix_timestamp());
+    assert_eq!(
+        segel::keys::devpki::refresh_dev_crl(&pki_dir, now)
+            .unwrap()
+            .map(|t| t.unix_timestamp()),
+        Some(crl_number_and_next_update(&crl).1)
+    );
+    let (fresh_number, fresh_next) = crl_number_and_next_update(&crl);
+    assert!(fresh_next > (now + time::Duration::days(6)).unix_timestamp());
+    assert!(fresh_number > almost_number, "the next CRL number");
+    assert!(crl_lists_serial(&std::fs::read(&crl).unwrap(), &serial));
+    assert_eq!(
+        segel::keys::devpki::refresh_dev_crl(&pki_dir, now).unwrap(),
+        None,
+        "a fresh CRL is left alone"
+    );
+    // Without the issuing CA's key (a real PKI) nothing is written.
+    let no_key = dir.path().join("nokey");
+    copy_dir(&pki_dir, &no_key);
+    std::fs::remove_file(no_key.join("issuing-ca.key.pem")).unwrap();
+    DevPki {
+        dir: pki_dir.clone(),
+    }
+    .write_crl(now - time::Duration::days(8))
+    .unwrap();
+    std::fs::copy(&crl, no_key.join("crl/issuing-ca.crl")).unwrap();
+    assert_eq!(
+        segel::keys::devpki::refresh_dev_crl(&no_key, now).unwrap(),
+        None
+    );
+    assert_eq!(
+        std::fs::read(no_key.join("crl/issuing-ca.crl")).unwrap(),
+        std::fs::read(&crl).unwrap()
+    );
+
+    // `segel serve` does it at start, before it listens.
+    let (expired_number, _) = crl_number_and_next_update(&crl);
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segel"))
+        .arg("serve")
+        .env("SEGEL_LISTEN", "127.0.0.1:0")
+        .env(
+            "SEGEL_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("serve.db").display()),
+        )
+        .env("SEGEL_DATA_DIR", &data)
+        .env("SEGEL_KEYS_DIR", &pki_dir)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    {
+        use std::io::BufRead;
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("listening") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("development CRL re-issued"), "{log}");
+    let (served_number, served_next) = crl_number_and_next_update(&crl);
+    assert!(served_number > expired_number, "{log}");
+    assert!(served_next > (now + time::Duration::days(6)).unix_timestamp());
+    assert!(crl_lists_serial(&std::fs::read(&crl).unwrap(), &serial));
+}
