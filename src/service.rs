@@ -6,8 +6,8 @@ use crate::config::Config;
 use crate::keys::keystore::{FileKeyStore, KdfParams, LogEvents, Passphrase};
 use crate::keys::{Signer, SoftwareSigner, load_certificates_pem};
 use crate::pdf::sign::DisplayZone;
-use crate::storage::Db;
 use crate::storage::packs::PackBlobStore;
+use crate::storage::{Backend, Db};
 use crate::trust::TrustStore;
 use crate::workflow::{Actor, Workflow, random_token};
 use std::path::Path;
@@ -109,23 +109,41 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
     }))
 }
 
+/// Key of the PostgreSQL advisory lock that serialises the first-start bootstrap of instances
+/// sharing one database (SQLite serialises it with `BEGIN IMMEDIATE`).
+const BOOTSTRAP_LOCK: i64 = 0x5345_4745_4c00_0001;
+
 /// On a database without applications: create the demo application, a reviewer, a signer and
 /// an auditor, with the development officials' keys sealed under fresh passphrases. Returns
 /// the credentials (written to data/demo-credentials.json, mode 0600).
+///
+/// The check for an empty database and the creation run in one write transaction that holds
+/// the bootstrap lock, so of several instances starting at once on one fresh database exactly
+/// one creates the demo accounts; the others wait for it and find them.
 pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, StartError> {
+    let mut tx = wf.db.begin_write().await.map_err(err("database"))?;
+    if wf.db.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BOOTSTRAP_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("bootstrap lock"))?;
+    }
     let apps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps")
-        .fetch_one(&wf.db.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(err("database"))?;
     if apps > 0 {
+        tx.rollback().await.map_err(err("database"))?;
         return Ok(None);
     }
     let system = Actor {
         kind: crate::audit::ActorKind::System,
         id: "bootstrap".into(),
     };
-    let (_, app_key) = wf
-        .create_app(
+    let (app, app_key) = wf
+        .create_app_in(
+            &mut tx,
             "demo",
             &["submit".into(), "seal".into(), "read".into()],
             &system,
@@ -137,7 +155,7 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
     } else {
         KdfParams::recommended()
     };
-    let mut creds = serde_json::json!({ "app_key": app_key });
+    let mut creds = serde_json::json!({ "app_key": app_key, "webhook_secret": app.webhook_secret });
     let people = [
         ("reviewer", "siti", vec!["reviewer".to_string()]),
         ("signer", "budi", vec!["signer".to_string()]),
@@ -172,9 +190,11 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
         .await
         .map_err(err("demo key"))?
         .map_err(err("demo key"))?;
-        wf.add_official(
+        let hash = wf.password_hash(&password).map_err(err("demo official"))?;
+        wf.add_official_in(
+            &mut tx,
             id,
-            &password,
+            &hash,
             &cn.unwrap_or_default(),
             &title.unwrap_or_default(),
             &nip.unwrap_or_default(),
@@ -189,9 +209,13 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
             serde_json::json!({"username": id, "password": password, "passphrase": passphrase});
     }
     let auditor_password = random_token(12);
-    wf.add_official(
+    let hash = wf
+        .password_hash(&auditor_password)
+        .map_err(err("demo auditor"))?;
+    wf.add_official_in(
+        &mut tx,
         "auditor",
-        &auditor_password,
+        &hash,
         "Auditor Internal",
         "Inspektorat",
         "000000000000000000",
@@ -202,24 +226,119 @@ pub async fn bootstrap_demo(wf: &Workflow) -> Result<Option<serde_json::Value>, 
     )
     .await
     .map_err(err("demo auditor"))?;
+    tx.commit().await.map_err(err("database"))?;
+    wf.after_commit().await;
     creds["auditor"] = serde_json::json!({"username": "auditor", "password": auditor_password});
-    let path = wf.cfg.data_dir.join("demo-credentials.json");
-    std::fs::create_dir_all(&wf.cfg.data_dir).map_err(err("data dir"))?;
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path).map_err(err("demo credentials"))?;
-        f.write_all(
-            serde_json::to_string_pretty(&creds)
-                .unwrap_or_default()
-                .as_bytes(),
-        )
-        .map_err(err("demo credentials"))?;
-    }
+    write_private(
+        &wf.cfg.data_dir.join("demo-credentials.json"),
+        serde_json::to_string_pretty(&creds)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(err("demo credentials"))?;
     Ok(Some(creds))
+}
+
+/// Write `data` to `path` readable by the owner only (0600), also when the file existed
+/// before with wider permissions.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    // `mode` applies only to a file created now: narrow an existing one before writing.
+    #[cfg(unix)]
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Seal batch jobs whose task is gone are marked `interrupted`, audited. On SQLite (one
+/// service per database file) every job still `running` at start is an orphan of an earlier
+/// process; on PostgreSQL, where other instances may be running their jobs, only jobs without
+/// progress for [`STALE_JOB_MS`] are. Returns the ids marked.
+pub async fn interrupt_orphaned_jobs(
+    wf: &Workflow,
+    at_start: bool,
+) -> Result<Vec<String>, crate::workflow::WorkflowError> {
+    use sqlx::Row;
+    let now = wf.now_ms();
+    let cutoff = if at_start && wf.db.backend == Backend::Sqlite {
+        i64::MAX
+    } else {
+        now - STALE_JOB_MS
+    };
+    let rows =
+        sqlx::query("SELECT id, updated_at FROM jobs WHERE status = 'running' AND updated_at < $1")
+            .bind(cutoff)
+            .fetch_all(&wf.db.pool)
+            .await?;
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let system = Actor {
+        kind: crate::audit::ActorKind::System,
+        id: "jobs".into(),
+    };
+    let mut marked = Vec::new();
+    let mut tx = wf.db.begin_write().await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let updated: i64 = row.try_get("updated_at")?;
+        // Only if nobody recorded progress since it was read.
+        let n = sqlx::query("UPDATE jobs SET status = 'interrupted', updated_at = $1 WHERE id = $2 AND status = 'running' AND updated_at = $3")
+            .bind(now)
+            .bind(&id)
+            .bind(updated)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            wf.audit(
+                &mut tx,
+                &system,
+                "seal.batch_interrupted",
+                None,
+                serde_json::json!({"job": id}),
+            )
+            .await?;
+            marked.push(id);
+        }
+    }
+    tx.commit().await?;
+    wf.after_commit().await;
+    Ok(marked)
+}
+
+/// A running job records progress after every file; one silent this long has lost its task.
+pub const STALE_JOB_MS: i64 = 5 * 60 * 1000;
+
+/// Background tasks of a running service: aborted when dropped, so stopping (or dropping) the
+/// future of [`Application::run`] stops them too.
+struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn spawn_job_sweeper(wf: Arc<Workflow>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            if let Err(e) = interrupt_orphaned_jobs(&wf, false).await {
+                tracing::warn!(error = %e, "marking interrupted seal jobs");
+            }
+        }
+    })
 }
 
 /// A bound, ready-to-run service.
@@ -239,6 +358,12 @@ impl Application {
         let listen = cfg.listen.clone();
         let per_minute = cfg.public_rate_per_minute;
         let wf = workflow(cfg, clock).await?;
+        for job in interrupt_orphaned_jobs(&wf, true)
+            .await
+            .map_err(err("seal jobs"))?
+        {
+            tracing::warn!(job, "seal batch job interrupted by a restart");
+        }
         if let Some(creds) = bootstrap_demo(&wf).await? {
             println!(
                 "First start: demo credentials (also in {}/demo-credentials.json, shown only now):",
@@ -265,13 +390,16 @@ impl Application {
         })
     }
 
-    /// Serve until the task is dropped; webhooks are delivered in the background.
+    /// Serve until the future is dropped. Webhooks are delivered and orphaned seal jobs marked
+    /// by background tasks that this future owns: they end with it.
     pub async fn run(self) -> Result<(), StartError> {
-        let worker = crate::http::spawn_webhook_worker(self.state.wf.clone());
+        let wf = self.state.wf.clone();
+        let _background = BackgroundTasks(vec![
+            crate::http::spawn_webhook_worker(wf.clone()),
+            spawn_job_sweeper(wf),
+        ]);
         let app = crate::http::router(self.state)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let result = axum::serve(self.listener, app).await.map_err(err("server"));
-        worker.abort();
-        result
+        axum::serve(self.listener, app).await.map_err(err("server"))
     }
 }

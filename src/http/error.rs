@@ -49,6 +49,7 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Unauthorized(m) => ApiError::new(S::UNAUTHORIZED, "unauthorized", m),
             WorkflowError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
             WorkflowError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            WorkflowError::NotAssigned(m) => ApiError::new(S::CONFLICT, "not_assigned", m),
             WorkflowError::Invalid { code, message } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, code, message)
             }

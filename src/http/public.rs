@@ -111,12 +111,17 @@ async fn page(st: &AppState, code: &str, check: Option<CheckResult>) -> Response
                 Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         }
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            Html(NotFoundPage.render().unwrap_or_default()),
-        )
-            .into_response(),
+        Err(_) => not_found_page(),
     }
+}
+
+/// The 404 page for an unknown verification code.
+fn not_found_page() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(NotFoundPage.render().unwrap_or_default()),
+    )
+        .into_response()
 }
 
 #[utoipa::path(
@@ -131,14 +136,18 @@ pub async fn record_page(State(st): State<AppState>, Path(code): Path<String>) -
 #[utoipa::path(
     post, path = "/v/{code}/check", tag = "public", params(("code" = String, Path, description = "Verification code from the QR")),
     request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
-    responses((status = 200, description = "The record page with the result of the upload check", content_type = "text/html", body = String), (status = 404, description = "No such record", body = crate::http::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "The record page with the result of the upload check", content_type = "text/html", body = String), (status = 404, description = "No such record (HTML)", content_type = "text/html", body = String), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn record_check(
     State(st): State<AppState>,
     Path(code): Path<String>,
     mp: Multipart,
 ) -> Result<Response, ApiError> {
-    let record = st.wf.public_record(&code).await?;
+    let record = match st.wf.public_record(&code).await {
+        Ok(r) => r,
+        Err(crate::workflow::WorkflowError::NotFound(_)) => return Ok(not_found_page()),
+        Err(e) => return Err(e.into()),
+    };
     let (mut files, _) = read_multipart(mp).await?;
     if files.len() != 1 {
         return Err(ApiError::bad_request(

@@ -48,7 +48,37 @@ impl BlobStore for FsBlobStore {
         Ok(sha)
     }
 
+    /// The bytes are hashed again: a damaged or replaced file is an error, never wrong content.
     fn get(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path(sha256)?)
+        let data = std::fs::read(self.path(sha256)?)?;
+        let actual = hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref());
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("blob {sha256}: the stored bytes hash to {actual}"),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BlobStore, FsBlobStore};
+
+    #[test]
+    fn get_rechecks_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore {
+            dir: dir.path().to_path_buf(),
+        };
+        let sha = store.put(b"%PDF-1.7 surat").unwrap();
+        assert_eq!(store.get(&sha).unwrap(), b"%PDF-1.7 surat");
+        // The file is changed behind the store's back: reading it is an error.
+        let path = dir.path().join(&sha[..2]).join(&sha);
+        std::fs::write(&path, b"%PDF-1.7 surat palsu").unwrap();
+        let err = store.get(&sha).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains(&sha), "{err}");
     }
 }

@@ -140,8 +140,24 @@ const OFFICIAL_COLUMNS: &str =
 
 impl Workflow {
     /// Create an application; returns it and its API key (shown once; only a hash is kept).
+    /// The application's webhook secret is in the returned `App`.
     pub async fn create_app(
         &self,
+        name: &str,
+        scopes: &[String],
+        actor: &Actor,
+    ) -> Result<(App, String), WorkflowError> {
+        let mut tx = self.db.begin_write().await?;
+        let created = self.create_app_in(&mut tx, name, scopes, actor).await?;
+        tx.commit().await?;
+        self.after_commit().await;
+        Ok(created)
+    }
+
+    /// [`Workflow::create_app`] inside the caller's transaction.
+    pub async fn create_app_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         name: &str,
         scopes: &[String],
         actor: &Actor,
@@ -164,10 +180,9 @@ impl Workflow {
             scopes: scopes.to_vec(),
             webhook_secret: random_token(24),
         };
-        let mut tx = self.db.begin_write().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM apps WHERE name = $1")
             .bind(name)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
         if exists.is_some() {
             return Err(WorkflowError::Conflict(format!(
@@ -176,17 +191,15 @@ impl Workflow {
         }
         sqlx::query("INSERT INTO apps (id, name, key_prefix, key_hash, scopes, webhook_secret, revoked, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)")
             .bind(&app.id).bind(name).bind(&prefix).bind(sha256_hex(secret.as_bytes())).bind(scopes.join(",")).bind(&app.webhook_secret).bind(self.now_ms())
-            .execute(&mut *tx).await?;
+            .execute(&mut **tx).await?;
         self.audit(
-            &mut tx,
+            tx,
             actor,
             "app.created",
             None,
             serde_json::json!({"app": name, "scopes": scopes}),
         )
         .await?;
-        tx.commit().await?;
-        self.after_commit().await;
         Ok((app, key))
     }
 
@@ -254,20 +267,50 @@ impl Workflow {
         key_id: Option<&str>,
         actor: &Actor,
     ) -> Result<Official, WorkflowError> {
+        // Argon2 before the write transaction, so no write lock waits on it.
+        let hash = self.password_hash(password)?;
+        let mut tx = self.db.begin_write().await?;
+        self.add_official_in(
+            &mut tx, username, &hash, name, title, nip, email, roles, key_id, actor,
+        )
+        .await?;
+        tx.commit().await?;
+        self.official_by("username", username).await
+    }
+
+    /// Check a new official's password and hash it (Argon2id).
+    pub fn password_hash(&self, password: &str) -> Result<String, WorkflowError> {
         if password.chars().count() < 8 {
             return Err(WorkflowError::invalid(
                 "weak_password",
                 "passwords need at least 8 characters",
             ));
         }
+        hash_password(password, self.cfg.insecure_fast_kdf)
+    }
+
+    /// [`Workflow::add_official`] inside the caller's transaction, with the password already
+    /// hashed by [`Workflow::password_hash`]; returns the new id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_official_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        username: &str,
+        password_hash: &str,
+        name: &str,
+        title: &str,
+        nip: &str,
+        email: Option<&str>,
+        roles: &[String],
+        key_id: Option<&str>,
+        actor: &Actor,
+    ) -> Result<String, WorkflowError> {
         let id = random_token(12);
-        let hash = hash_password(password, self.cfg.insecure_fast_kdf)?;
-        let mut tx = self.db.begin_write().await?;
         let clash: Option<String> =
             sqlx::query_scalar("SELECT id FROM officials WHERE username = $1 OR nip = $2")
                 .bind(username)
                 .bind(nip)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         if clash.is_some() {
             return Err(WorkflowError::Conflict(format!(
@@ -275,18 +318,17 @@ impl Workflow {
             )));
         }
         sqlx::query("INSERT INTO officials (id, username, password_hash, name, title, nip, email, roles, key_id, failed_attempts, locked_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10)")
-            .bind(&id).bind(username).bind(hash).bind(name).bind(title).bind(nip).bind(email.map(str::to_string)).bind(roles.join(",")).bind(key_id.map(str::to_string)).bind(self.now_ms())
-            .execute(&mut *tx).await?;
+            .bind(&id).bind(username).bind(password_hash).bind(name).bind(title).bind(nip).bind(email.map(str::to_string)).bind(roles.join(",")).bind(key_id.map(str::to_string)).bind(self.now_ms())
+            .execute(&mut **tx).await?;
         self.audit(
-            &mut tx,
+            tx,
             actor,
             "official.enrolled",
             None,
             serde_json::json!({"username": username, "nip": nip, "roles": roles, "key": key_id}),
         )
         .await?;
-        tx.commit().await?;
-        self.official_by("username", username).await
+        Ok(id)
     }
 
     pub async fn official_by(&self, column: &str, value: &str) -> Result<Official, WorkflowError> {

@@ -387,7 +387,7 @@ impl Workflow {
             .find(|s| s.n == n)
             .ok_or_else(|| WorkflowError::NotFound(format!("no step {n}")))?;
         if step.official_id != official.id {
-            return Err(WorkflowError::Forbidden(format!(
+            return Err(WorkflowError::NotAssigned(format!(
                 "step {n} is assigned to another official"
             )));
         }

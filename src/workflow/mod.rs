@@ -30,6 +30,9 @@ pub enum WorkflowError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// The step is assigned to another official (409 `not_assigned`).
+    #[error("{0}")]
+    NotAssigned(String),
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("wrong passphrase; {attempts_left} attempt(s) left before signing is locked")]

@@ -13,12 +13,14 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub creds: Value,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -49,11 +51,20 @@ pub async fn spawn(cfg: Config) -> TestApp {
         base,
         client: reqwest::Client::new(),
         creds,
-        task,
+        task: Some(task),
     }
 }
 
 impl TestApp {
+    /// Stop the instance: abort the task running `Application::run` and wait until its future
+    /// (and with it the background tasks it owns) has been dropped.
+    pub async fn stop(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     pub fn app_key(&self) -> String {
         self.creds["app_key"].as_str().unwrap().to_string()
     }
@@ -124,17 +135,44 @@ pub fn letter_meta(callback: Option<&str>) -> Value {
     })
 }
 
-/// A webhook receiver on a free port: records (signature header, body); the first `fail_first`
-/// requests get HTTP 500.
+/// A webhook receiver on a free port: records (signature header, body) of the requests it
+/// accepts; the first `fail_first` requests get HTTP 500. `calls` counts every request.
 pub struct Hook {
     pub url: String,
     pub received: Arc<Mutex<Vec<(String, String)>>>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hook {
+    /// The bodies received so far, each checked against its `X-Segel-Signature`: HMAC-SHA256
+    /// of the body with `secret`, recomputed here.
+    pub fn verified_bodies(&self, secret: &str) -> Vec<Value> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(sig, body)| {
+                let hex = sig
+                    .strip_prefix("sha256=")
+                    .unwrap_or_else(|| panic!("signature header {sig:?}"));
+                let tag: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex signature"))
+                    .collect();
+                ring::hmac::verify(&key, body.as_bytes(), &tag)
+                    .unwrap_or_else(|_| panic!("X-Segel-Signature does not match the body: {sig}"));
+                serde_json::from_str(body).unwrap()
+            })
+            .collect()
+    }
 }
 
 pub async fn hook(fail_first: usize) -> Hook {
     use axum::routing::post;
     let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
     let r = received.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -159,10 +197,14 @@ pub async fn hook(fail_first: usize) -> Hook {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Hook { url, received }
+    Hook {
+        url,
+        received,
+        calls: counter,
+    }
 }
 
-async fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
+pub async fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
     for _ in 0..secs * 10 {
         if f() {
             return true;
@@ -172,7 +214,7 @@ async fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
     false
 }
 
-async fn audit_verify(db_url: &str) -> std::process::Output {
+pub async fn audit_verify(db_url: &str) -> std::process::Output {
     let url = db_url.to_string();
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_segel"))
@@ -240,11 +282,12 @@ async fn whole_flow(db_url: String) {
         wait_for(|| !hook.received.lock().unwrap().is_empty(), 20).await,
         "webhook not received"
     );
-    let (sig, body) = hook.received.lock().unwrap()[0].clone();
-    let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["event"], "document.completed");
-    assert_eq!(body["document"]["id"], id.as_str());
-    assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64, "{sig}");
+    let secret = app.creds["webhook_secret"]
+        .as_str()
+        .expect("webhook_secret");
+    let bodies = hook.verified_bodies(secret);
+    assert_eq!(bodies[0]["event"], "document.completed");
+    assert_eq!(bodies[0]["document"]["id"], id.as_str());
 
     // Download, check with validators and the public endpoints.
     let signed = app
@@ -455,13 +498,10 @@ async fn error_paths(db_url: String) {
     let id = doc["id"].as_str().unwrap();
     let reviewer = app.login("reviewer").await;
     let signer = app.login("signer").await;
-    // Only the assigned official.
-    assert_eq!(
-        app.approve(&signer, id, 1, &app.passphrase("signer"))
-            .await
-            .status(),
-        403
-    );
+    // Only the assigned official: 409 `not_assigned`.
+    let r = app.approve(&signer, id, 1, &app.passphrase("signer")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(err(&r.json().await.unwrap()), "not_assigned");
     // Wrong passphrase: 401 with attempts left; the fifth locks signing (423), audited.
     for left in (1..=4).rev() {
         let r = app.approve(&reviewer, id, 1, "salah-salah").await;
@@ -570,9 +610,32 @@ async fn approval_race_on_postgres() {
     db::on_postgres(approval_race).await;
 }
 
+/// Milliseconds since the epoch, as the service's system clock reads it.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl TestApp {
+    /// The webhook attempts recorded for a document (`GET /api/v1/documents/{id}`).
+    pub async fn webhook_attempts(&self, id: &str) -> Vec<Value> {
+        let full: Value = self
+            .client
+            .get(format!("{}/api/v1/documents/{id}", self.base))
+            .bearer_auth(self.app_key())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        full["webhook_attempts"].as_array().unwrap().clone()
+    }
+}
+
 async fn webhook_restart(db_url: String) {
     let dir = tempdir();
-    let hook = hook(2).await;
+    // The first attempt gets HTTP 500; any later one succeeds.
+    let hook = hook(1).await;
     let app = spawn(config(&db_url, dir.path())).await;
     let meta = json!({"title": "t", "letter_number": "n", "steps": [{"official": "budi", "action": "sign", "placement": {"anchor": "${ttd}"}}], "callback_url": hook.url});
     let doc: Value = app
@@ -589,32 +652,70 @@ async fn webhook_restart(db_url: String) {
             .status(),
         200
     );
-    // Let the first attempt fail, then stop the instance mid-retries.
-    let key = app.app_key();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    drop(app);
-    assert!(hook.received.lock().unwrap().is_empty());
+    let secret = app.creds["webhook_secret"].as_str().unwrap().to_string();
+    // Wait until the first attempt has failed and is recorded with its retry time.
+    let mut first = Vec::new();
+    for _ in 0..200 {
+        first = app.webhook_attempts(&id).await;
+        if first.iter().any(|a| a["attempt"] == 1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["status_code"], 500);
+    assert_eq!(first[0]["status"], "pending");
+    // Stop the instance mid-retries, then let the retry fall due and several worker ticks
+    // pass: a webhook worker that outlived its instance would deliver now.
+    app.stop().await;
+    let due = first[0]["at"].as_i64().unwrap() + segel::workflow::webhooks::backoff_ms(1) + 1_500;
+    while now_ms() < due {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        hook.received.lock().unwrap().is_empty(),
+        "the stopped instance kept delivering webhooks"
+    );
+    assert_eq!(hook.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A new instance finds the pending retry in the database and delivers it.
+    let restarted_at = now_ms();
     let again = spawn(config(&db_url, dir.path())).await;
     assert!(
         wait_for(|| !hook.received.lock().unwrap().is_empty(), 30).await,
         "delivered after the restart"
     );
-    let full: Value = again
-        .client
-        .get(format!("{}/api/v1/documents/{id}", again.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let attempts = full["webhook_attempts"].as_array().unwrap();
-    assert!(
-        attempts.len() >= 3,
-        "every attempt is recorded: {attempts:?}"
+    let bodies = hook.verified_bodies(&secret);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["event"], "document.completed");
+    assert_eq!(bodies[0]["document"]["id"], id.as_str());
+    // Both attempts are recorded: the failure before the restart, the delivery after it.
+    let mut attempts = Vec::new();
+    for _ in 0..50 {
+        attempts = again.webhook_attempts(&id).await;
+        if attempts.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts.len(), 2, "every attempt is recorded: {attempts:?}");
+    assert_eq!(
+        (
+            attempts[0]["attempt"].as_i64(),
+            attempts[0]["status_code"].as_i64()
+        ),
+        (Some(1), Some(500))
     );
-    assert_eq!(attempts.last().unwrap()["status"], "delivered");
+    assert!(attempts[0]["at"].as_i64().unwrap() < restarted_at);
+    assert_eq!(
+        (
+            attempts[1]["attempt"].as_i64(),
+            attempts[1]["status_code"].as_i64()
+        ),
+        (Some(2), Some(200))
+    );
+    assert!(attempts[1]["at"].as_i64().unwrap() >= restarted_at);
+    assert_eq!(attempts[1]["status"], "delivered");
+    assert_eq!(hook.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
