@@ -5,7 +5,7 @@ use super::AppState;
 use super::auth::AppAuth;
 use super::error::ApiError;
 use crate::keys::keystore::Passphrase;
-use crate::pdf::{Placement, StampText, Visibility};
+use crate::pdf::{Placement, StampImage, StampText, Visibility};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -55,7 +55,7 @@ pub struct SignBody {
 
 #[utoipa::path(
     post, path = "/api/v2/sign/pdf", tag = "bsre", security(("app_key" = [])), request_body = SignBody,
-    responses((status = 200, description = "`{file: [base64 signed PDFs], time}`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Wrong passphrase (with `attempts_left`)", body = crate::http::openapi::ErrorBody), (status = 403, description = "Credentials lack the needed scope or role", body = crate::http::openapi::ErrorBody), (status = 404, description = "The user is not registered (BSrE 2011)", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF or metadata was rejected", body = crate::http::openapi::ErrorBody), (status = 423, description = "Signing locked after repeated wrong passphrases", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "`{file: [base64 signed PDFs], time}`; a VISIBLE signature with `imageBase64` (PNG or JPEG) shows that image, otherwise Segel's stamp", body = serde_json::Value), (status = 400, description = "Malformed request; `invalid_image` when imageBase64 is not a readable PNG or JPEG", body = crate::http::openapi::ErrorBody), (status = 401, description = "Wrong passphrase (with `attempts_left`)", body = crate::http::openapi::ErrorBody), (status = 403, description = "Credentials lack the needed scope or role", body = crate::http::openapi::ErrorBody), (status = 404, description = "The user is not registered (BSrE 2011)", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF or metadata was rejected", body = crate::http::openapi::ErrorBody), (status = 423, description = "Signing locked after repeated wrong passphrases", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn sign(
     State(st): State<AppState>,
@@ -122,11 +122,13 @@ pub async fn sign(
             }),
             _ => None,
         };
-        if props.and_then(|p| p.image_base64.as_ref()).is_some() {
-            tracing::info!("BSrE imageBase64 is ignored: Segel draws its own stamp");
-        }
-        let visibility = match (visible, placement) {
-            (true, Some(p)) => Visibility::Stamp {
+        let image = match props.and_then(|p| p.image_base64.as_deref()) {
+            Some(b) if visible && !b.trim().is_empty() => Some(decode_image(i, b).await?),
+            _ => None,
+        };
+        let visibility = match (visible, placement, image) {
+            (true, Some(placement), Some(image)) => Visibility::Image { placement, image },
+            (true, Some(p), None) => Visibility::Stamp {
                 placement: p,
                 text: StampText {
                     name: official.name.clone(),
@@ -137,13 +139,13 @@ pub async fn sign(
                     issuer_org: None,
                 },
             },
-            (true, None) => {
+            (true, None, _) => {
                 return Err(ApiError::bad_request(
                     "placement_required",
                     "tampilan VISIBLE needs page/originX/originY or tag_koordinat",
                 ));
             }
-            (false, _) => Visibility::Invisible,
+            (false, _, _) => Visibility::Invisible,
         };
         let reason = props.and_then(|p| p.reason.clone());
         let location = props.and_then(|p| p.location.clone());
@@ -165,6 +167,31 @@ pub async fn sign(
     Ok(Json(json!({"file": out, "time": st.wf.now_ms()})))
 }
 
+/// Decode `signatureProperties[i].imageBase64` (plain base64, or a `data:image/…;base64,` URL)
+/// into a PNG or JPEG ready for the appearance.
+async fn decode_image(i: usize, b64: &str) -> Result<std::sync::Arc<StampImage>, ApiError> {
+    let b64 = match b64.trim().split_once(";base64,") {
+        Some((prefix, data)) if prefix.starts_with("data:") => data,
+        _ => b64.trim(),
+    };
+    let bytes = B64.decode(b64).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_image",
+            format!("signatureProperties[{i}].imageBase64 is not base64"),
+        )
+    })?;
+    tokio::task::spawn_blocking(move || StampImage::decode(&bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_image",
+                format!("signatureProperties[{i}].imageBase64: {e}"),
+            )
+        })
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct VerifyBody {
     file: String,
@@ -172,7 +199,7 @@ pub struct VerifyBody {
 
 #[utoipa::path(
     post, path = "/api/v2/verify/pdf", tag = "bsre", request_body = VerifyBody,
-    responses((status = 200, description = "`{conclusion, description, signatureInformations}` in BSrE's shape", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF could not be read", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "`{conclusion, description, signatureInformations}` in BSrE's shape; each signature's time-stamp is given as `timestamp` and as BSrE's `timestampInfomation`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 422, description = "The PDF could not be read", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn verify(
     State(st): State<AppState>,
@@ -186,12 +213,21 @@ pub async fn verify(
         .signatures
         .iter()
         .map(|s| {
+            let timestamp = s.timestamp.as_ref().map(|t| {
+                let date = t.time.and_then(|d| {
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+                json!({"signerName": t.tsa, "timestampDate": date})
+            });
             json!({
                 "id": s.field,
                 "signerName": s.signer.as_ref().and_then(|x| x.name.clone()),
                 "fieldName": s.field,
                 "signatureFormat": format!("PAdES ({})", s.subfilter),
-                "timestampInfomation": s.timestamp.as_ref().map(|t| json!({"signerName": t.tsa, "timestampDate": t.time})),
+                // `timestamp` as the issue names it; `timestampInfomation` (sic) as BSrE spells it.
+                "timestamp": timestamp,
+                "timestampInfomation": timestamp,
                 "modified": s.verdict == crate::trust::Verdict::Modified,
                 "certificateTrusted": s.trusted,
                 "integrityValid": s.integrity && s.crypto_valid,

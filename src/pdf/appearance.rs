@@ -1,10 +1,11 @@
 //! The visible stamp (ISO 32000-1 §12.5.5 appearance streams): a form XObject with the signer's
 //! name, position, NIP, signing time, a QR code to the verification page, and the statement that
-//! the document was signed electronically.
+//! the document was signed electronically; or an image supplied by the signer.
 
 use super::PdfError;
 use super::fonts::{Font, win_ansi, wrap};
-use lopdf::{Dictionary, Object, Stream};
+use super::image::StampImage;
+use lopdf::{Dictionary, Object, ObjectId, Stream};
 use qrcode::{EcLevel, QrCode};
 use std::fmt::Write as _;
 
@@ -267,6 +268,48 @@ pub fn initials_stamp(
         date_text,
     );
     Ok(form_xobject(width, height, c))
+}
+
+/// Name of the image in an image stamp's resources.
+const IMAGE_RESOURCE: &str = "Img";
+
+/// A stamp that is just `image` (e.g. the signer's handwritten-signature specimen), scaled to
+/// fit the `width` × `height` point box with its aspect ratio kept, and centred. The image
+/// XObject itself is written separately and linked with [`attach_image`].
+pub fn image_stamp(image: &StampImage, width: f32, height: f32) -> Result<Stream, PdfError> {
+    if !(width >= 4.0 && height >= 4.0) {
+        return Err(PdfError::Placement(format!(
+            "a {width}×{height} pt image stamp is too small (at least 4×4)"
+        )));
+    }
+    let (iw, ih) = (image.width() as f32, image.height() as f32);
+    let scale = (width / iw).min(height / ih);
+    let (dw, dh) = (iw * scale, ih * scale);
+    let (x, y) = ((width - dw) / 2.0, (height - dh) / 2.0);
+    let content = format!("q {dw:.3} 0 0 {dh:.3} {x:.3} {y:.3} cm /{IMAGE_RESOURCE} Do Q\n");
+    let mut dict = Dictionary::new();
+    dict.set("Type", Object::Name(b"XObject".to_vec()));
+    dict.set("Subtype", Object::Name(b"Form".to_vec()));
+    dict.set(
+        "BBox",
+        Object::Array(vec![
+            0.into(),
+            0.into(),
+            Object::Real(width),
+            Object::Real(height),
+        ]),
+    );
+    dict.set("Resources", Object::Dictionary(Dictionary::new()));
+    Ok(Stream::new(dict, content.into_bytes()))
+}
+
+/// Link the image XObject `image` (already written) into an image stamp's resources.
+pub fn attach_image(form: &mut Stream, image: ObjectId) {
+    let mut xobjects = Dictionary::new();
+    xobjects.set(IMAGE_RESOURCE, Object::Reference(image));
+    let mut res = Dictionary::new();
+    res.set("XObject", Object::Dictionary(xobjects));
+    form.dict.set("Resources", Object::Dictionary(res));
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@ pub mod anchor;
 pub mod appearance;
 pub mod diff;
 mod fonts;
+pub mod image;
 pub mod parse;
 pub mod sign;
 pub mod signatures;
 pub mod writer;
 
+pub use image::{ImageError, StampImage};
 pub use parse::ParsedPdf;
 pub use sign::{Certification, Placement, SignRequest, StampText, Visibility, sign_pdf};
 

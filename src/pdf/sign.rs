@@ -8,7 +8,8 @@
 use super::PdfError;
 use super::anchor::find_anchor;
 pub use super::appearance::StampText;
-use super::appearance::{initials_stamp, signature_stamp};
+use super::appearance::{attach_image, image_stamp, initials_stamp, signature_stamp};
+use super::image::StampImage;
 use super::parse::ParsedPdf;
 use super::writer::{RevisionWriter, serialize};
 use crate::clock::Clock;
@@ -55,6 +56,12 @@ pub enum Visibility {
     Initials {
         placement: Placement,
         initials: String,
+    },
+    /// An image supplied by the signer (e.g. a handwritten-signature specimen), fitted into
+    /// the placement's rectangle.
+    Image {
+        placement: Placement,
+        image: std::sync::Arc<StampImage>,
     },
 }
 
@@ -397,6 +404,7 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
             Visibility::Initials { initials, .. } => {
                 Some(initials_stamp(initials, &short_date(req, now), w, h)?)
             }
+            Visibility::Image { image, .. } => Some(image_stamp(image, w, h)?),
         };
         return Ok(Plan {
             field_name,
@@ -435,6 +443,16 @@ fn plan(pdf: &ParsedPdf, req: &SignRequest, now: OffsetDateTime) -> Result<Plan,
                 rect[2] - rect[0],
                 rect[3] - rect[1],
             )?;
+            (page, rect, Some(ap))
+        }
+        Visibility::Image { placement, image } => {
+            // Without a size, the image fills as much of the default stamp box as its
+            // aspect ratio allows.
+            let (iw, ih) = (image.width() as f32, image.height() as f32);
+            let scale = (STAMP_SIZE.0 / iw).min(STAMP_SIZE.1 / ih);
+            let default = (iw * scale, ih * scale);
+            let (page, rect) = place(pdf, placement, default)?;
+            let ap = image_stamp(image, rect[2] - rect[0], rect[3] - rect[1])?;
             (page, rect, Some(ap))
         }
     };
@@ -542,8 +560,17 @@ fn write_revision(
 
     // Appearance stream.
     let ap_ref = plan.appearance.as_ref().map(|ap| {
+        let mut ap = ap.clone();
+        if let Visibility::Image { image, .. } = &req.visibility {
+            let image_id = image.write_objects(|obj| {
+                let id = w.allocate();
+                w.put(id, &obj);
+                id
+            });
+            attach_image(&mut ap, image_id);
+        }
         let id = w.allocate();
-        w.put(id, &Object::Stream(ap.clone()));
+        w.put(id, &Object::Stream(ap));
         id
     });
     let mut ap_dict = Dictionary::new();

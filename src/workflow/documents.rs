@@ -831,12 +831,15 @@ impl Workflow {
             }
         }
         let (zone, clock, name) = (self.zone.clone(), self.clock.clone(), official.name.clone());
+        // Time-stamped (PAdES B-T) like an approval's signature.
+        let tsa = self.tsa.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let req = SignRequest {
                 reason,
                 location,
                 signer_name: Some(name),
                 visibility,
+                timestamper: Some(tsa.as_ref()),
                 zone,
                 ..Default::default()
             };
