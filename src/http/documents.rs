@@ -124,6 +124,29 @@ pub async fn cancel(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+pub struct Revoke {
+    /// Why the letter is revoked; shown on the public record page.
+    reason: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/documents/{id}/revoke", tag = "documents", security(("app_key" = [])), params(("id" = String, Path, description = "Document id")),
+    request_body = Revoke,
+    responses((status = 200, description = "The revoked document (status `revoked`, `revoked_at`, `revocation_reason`); the public record shows it as revoked", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or unknown credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Credentials lack the needed scope or role", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such document", body = crate::http::openapi::ErrorBody), (status = 409, description = "Only a completed document can be revoked", body = crate::http::openapi::ErrorBody), (status = 422, description = "The reason is missing or too long", body = crate::http::openapi::ErrorBody))
+)]
+pub async fn revoke(
+    State(st): State<AppState>,
+    auth: AppAuth,
+    Path(id): Path<String>,
+    Json(body): Json<Revoke>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = auth.require("submit")?;
+    Ok(Json(
+        serde_json::to_value(st.wf.revoke(app, &id, &body.reason).await?).unwrap_or_default(),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Login {
     username: String,
     password: String,

@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/documents/{id}", get(documents::get))
         .route("/api/v1/documents/{id}/file", get(documents::file))
         .route("/api/v1/documents/{id}/cancel", post(documents::cancel))
+        .route("/api/v1/documents/{id}/revoke", post(documents::revoke))
         .route(
             "/api/v1/documents/{id}/steps/{n}/approve",
             post(documents::approve),

@@ -112,6 +112,7 @@ impl Modify for SecuritySchemes {
         documents::get,
         documents::file,
         documents::cancel,
+        documents::revoke,
         documents::approve,
         documents::reject,
         documents::inbox,

@@ -74,6 +74,8 @@ struct RecordPage<'a> {
     r: &'a PublicRecord,
     times: Vec<String>,
     check: Option<CheckResult>,
+    /// When the letter was revoked, as displayed (empty unless revoked).
+    revoked_time: String,
 }
 
 struct CheckResult {
@@ -100,10 +102,15 @@ async fn page(st: &AppState, code: &str, check: Option<CheckResult>) -> Response
                 .iter()
                 .map(|s| fmt_time(st, s.signed_at))
                 .collect();
+            let revoked_time = r
+                .revoked_at
+                .map(|t| fmt_time(st, Some(t)))
+                .unwrap_or_default();
             match (RecordPage {
                 r: &r,
                 times,
                 check,
+                revoked_time,
             })
             .render()
             {

@@ -113,6 +113,11 @@ pub struct DocumentView {
     pub signed_sha256: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When and why the submitting application revoked the completed letter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
     pub steps: Vec<StepView>,
     #[serde(skip)]
     pub app_id: String,
@@ -128,10 +133,16 @@ pub struct PublicRecord {
     pub verification_code: String,
     pub title: String,
     pub letter_number: String,
-    /// `valid`, `in_review`, `revoked` (rejected) or `cancelled`.
+    /// `valid` (completed), `revoked` (completed, then revoked by the submitting
+    /// application), `rejected`, `cancelled` or `in_review`.
     pub status: String,
     pub signed_sha256: Option<String>,
     pub signers: Vec<PublicSigner>,
+    /// When the letter was revoked (epoch ms) and why; absent unless revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -289,7 +300,7 @@ impl Workflow {
     }
 
     pub async fn document(&self, id: &str) -> Result<DocumentView, WorkflowError> {
-        let row = sqlx::query("SELECT id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at FROM documents WHERE id = $1")
+        let row = sqlx::query("SELECT id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at, revoked_at, revocation_reason FROM documents WHERE id = $1")
             .bind(id).fetch_optional(&self.db.pool).await?
             .ok_or_else(|| WorkflowError::NotFound(format!("no document {id:?}")))?;
         let steps = sqlx::query("SELECT s.n, s.official_id, s.action, s.placement, s.status, s.acted_at, s.reason, o.username, o.name FROM steps s JOIN officials o ON o.id = s.official_id WHERE s.document_id = $1 ORDER BY s.n")
@@ -323,6 +334,8 @@ impl Workflow {
             signed_sha256: row.try_get("signed_sha256")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+            revocation_reason: row.try_get("revocation_reason")?,
             steps,
             app_id: row.try_get("app_id")?,
             version: row.try_get("version")?,
@@ -874,6 +887,59 @@ impl Workflow {
         Ok((self.document(&id).await?, bytes))
     }
 
+    /// Revoke a completed letter on behalf of the application that submitted it: the record
+    /// then shows it as revoked, with the reason and time. Audited in the same transaction;
+    /// the `document.revoked` webhook goes to the callback URL, if any.
+    pub async fn revoke(
+        &self,
+        app: &App,
+        doc_id: &str,
+        reason: &str,
+    ) -> Result<DocumentView, WorkflowError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(WorkflowError::invalid(
+                "reason_required",
+                "a revocation needs a reason",
+            ));
+        }
+        if reason.chars().count() > 1000 {
+            return Err(WorkflowError::invalid(
+                "reason_too_long",
+                "the reason may have at most 1000 characters",
+            ));
+        }
+        let doc = self.app_document(app, doc_id).await?;
+        if doc.status != "completed" {
+            return Err(WorkflowError::Conflict(format!(
+                "a {} document cannot be revoked; only completed letters can",
+                doc.status
+            )));
+        }
+        let now = self.now_ms();
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query("UPDATE documents SET status = 'revoked', revoked_at = $1, revocation_reason = $2, version = version + 1, updated_at = $1 WHERE id = $3 AND version = $4 AND status = 'completed'")
+            .bind(now).bind(reason).bind(doc_id).bind(doc.version).execute(&mut *tx).await?.rows_affected();
+        if updated != 1 {
+            return Err(WorkflowError::Conflict(
+                "the document changed meanwhile".into(),
+            ));
+        }
+        self.audit(
+            &mut tx,
+            &app.actor(),
+            "document.revoked",
+            Some(doc_id),
+            serde_json::json!({"reason": reason}),
+        )
+        .await?;
+        self.enqueue_webhook(&mut tx, &doc, "document.revoked")
+            .await?;
+        tx.commit().await?;
+        self.after_commit().await;
+        self.document(doc_id).await
+    }
+
     /// The public record behind a verification code.
     pub async fn public_record(&self, code: &str) -> Result<PublicRecord, WorkflowError> {
         let id: Option<String> =
@@ -904,7 +970,6 @@ impl Workflow {
         }
         let status = match doc.status.as_str() {
             "completed" => "valid",
-            "rejected" => "revoked",
             other => other,
         }
         .to_string();
@@ -915,6 +980,8 @@ impl Workflow {
             status,
             signed_sha256: doc.signed_sha256,
             signers,
+            revoked_at: doc.revoked_at,
+            revocation_reason: doc.revocation_reason,
         })
     }
 }

@@ -42,6 +42,7 @@ impl Workflow {
         let status = match event {
             "document.completed" => "completed",
             "document.rejected" => "rejected",
+            "document.revoked" => "revoked",
             _ => "cancelled",
         };
         let body = serde_json::json!({

@@ -1,11 +1,13 @@
 //! Segel's integration tests: one binary so it links once.
 
 mod audit;
+mod bsre;
 mod common;
 mod db;
 mod keys;
 mod openapi;
 mod pkcs11;
+mod revoke;
 mod service;
 mod sign_cli;
 mod sign_interop;
