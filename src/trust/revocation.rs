@@ -49,6 +49,42 @@ fn to_time(t: ASN1Time) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(t.timestamp()).ok()
 }
 
+/// CRL signatures already found valid, by SHA-256 of the CRL and of the issuer's public key.
+/// A verifier meets the same few CRLs on every request (trust store, DSS of letters from the
+/// same office), and checking one is a public-key operation; the bytes are hashed anyway.
+static VALID_CRL_SIGNATURES: std::sync::LazyLock<Mutex<std::collections::HashSet<[u8; 64]>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Bound on remembered signatures; the set starts over when it is full.
+const REMEMBERED_CRL_SIGNATURES: usize = 4096;
+
+fn crl_signature_valid(
+    crl_der: &[u8],
+    crl: &CertificateRevocationList,
+    issuer: &X509Certificate,
+) -> bool {
+    let sha = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(sha(crl_der).as_ref());
+    key[32..].copy_from_slice(sha(issuer.public_key().raw).as_ref());
+    let lock = || {
+        VALID_CRL_SIGNATURES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    if lock().contains(&key) {
+        return true;
+    }
+    if crl.verify_signature(issuer.public_key()).is_err() {
+        return false;
+    }
+    let mut known = lock();
+    if known.len() >= REMEMBERED_CRL_SIGNATURES {
+        known.clear();
+    }
+    known.insert(key);
+    true
+}
+
 /// Status of `cert` (issued by `issuer`) according to one CRL, if that CRL is the issuer's and
 /// its signature verifies.
 fn crl_status(
@@ -60,7 +96,9 @@ fn crl_status(
     if crl.issuer().as_raw() != cert.issuer().as_raw() {
         return None;
     }
-    crl.verify_signature(issuer.public_key()).ok()?;
+    if !crl_signature_valid(crl_der, &crl, issuer) {
+        return None;
+    }
     for revoked in crl.iter_revoked_certificates() {
         if revoked.raw_serial() == cert.raw_serial() {
             let reason = revoked.reason_code().map(|(_, r)| format!("{r}"));
