@@ -670,12 +670,12 @@ impl Workflow {
         let code = random_token(16);
         let original = sha256_hex(&pdf);
         let seal = self.seal.clone();
-        let zone = self.zone.clone();
         let clock = self.clock.clone();
         let qr = self.verification_url(&code);
         let placement = placement.as_ref().and_then(PlacementSpec::to_placement);
         let (org, _) = subject_cn_org(seal.certificate_chain());
         let issuer = issuer_org(seal.certificate_chain());
+        let blobs = self.blobs.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let visibility = match placement {
                 Some(p) => Visibility::Stamp {
@@ -698,16 +698,14 @@ impl Workflow {
                 visibility,
                 ..Default::default()
             };
-            sign_pdf(pdf, seal.as_ref(), &req, clock.as_ref()).map(|s| (s, zone))
+            let signed = sign_pdf(pdf, seal.as_ref(), &req, clock.as_ref())?;
+            // Stored (and flushed) in the same blocking task: one hand-off per letter.
+            let sha = blobs.put(&signed.bytes)?;
+            Ok::<_, WorkflowError>((signed.bytes, sha))
         })
         .await
         .map_err(|e| WorkflowError::Internal(e.to_string()))??;
-        let bytes = signed.0.bytes;
-        let blobs = self.blobs.clone();
-        let stored = bytes.clone();
-        let sha = tokio::task::spawn_blocking(move || blobs.put(&stored))
-            .await
-            .map_err(|e| WorkflowError::Internal(e.to_string()))??;
+        let (bytes, sha) = signed;
         let record = super::batcher::SealRecord {
             id: id.clone(),
             app_id: app.id.clone(),
@@ -719,12 +717,33 @@ impl Workflow {
             signed_sha256: sha,
             at: self.now_ms(),
         };
+        // The view is what was just committed; reading it back would cost a query per letter.
+        let view = DocumentView {
+            id: record.id.clone(),
+            status: "completed".into(),
+            title: record.title.clone(),
+            letter_number: record.letter_number.clone(),
+            external_ref: None,
+            verification_url: self.verification_url(&record.code),
+            verification_code: record.code.clone(),
+            original_sha256: record.original_sha256.clone(),
+            current_sha256: record.signed_sha256.clone(),
+            signed_sha256: Some(record.signed_sha256.clone()),
+            created_at: record.at,
+            updated_at: record.at,
+            revoked_at: None,
+            revocation_reason: None,
+            steps: Vec::new(),
+            app_id: record.app_id.clone(),
+            version: 1,
+            callback_url: None,
+        };
         self.seals
             .record(record)
             .await
             .map_err(WorkflowError::Internal)?;
         metrics::counter!("segel_signatures_total", "kind" => "seal").increment(1);
-        Ok((self.document(&id).await?, bytes))
+        Ok((view, bytes))
     }
 
     /// Start a batch seal job over `files`; progress is in the `jobs` table. The job runs in
