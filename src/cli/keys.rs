@@ -128,41 +128,85 @@ impl crate::keys::keystore::KeyEvents for CollectedEvents {
     }
 }
 
+/// The audit log of the configured database, opened (and checked writable) before a command
+/// changes anything, so that a command whose events could not be recorded changes nothing.
+pub(super) struct AuditLog {
+    rt: tokio::runtime::Runtime,
+    db: crate::storage::Db,
+}
+
+impl AuditLog {
+    pub(super) fn open() -> Result<Self, CliError> {
+        let cfg = crate::config::Config::load(None)?;
+        let rt = tokio::runtime::Runtime::new()?;
+        let db = rt.block_on(async {
+            let db = crate::storage::Db::connect(&cfg.database_url)
+                .await
+                .map_err(|e| CliError(format!("audit log: {e}")))?;
+            // A write transaction proves the log can be appended to (SQLite takes its lock).
+            let tx = db
+                .begin_write()
+                .await
+                .map_err(|e| CliError(format!("audit log: {e}")))?;
+            tx.rollback()
+                .await
+                .map_err(|e| CliError(format!("audit log: {e}")))?;
+            Ok::<_, CliError>(db)
+        })?;
+        Ok(AuditLog { rt, db })
+    }
+
+    /// Append the collected key events in one transaction.
+    pub(super) fn append(&self, events: CollectedEvents) -> Result<(), CliError> {
+        let events = events.0.into_inner().unwrap_or_default();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let db = &self.db;
+        self.rt.block_on(async move {
+            let mut tx = db.begin_write().await?;
+            let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            let at = crate::storage::millis(time::OffsetDateTime::now_utc());
+            for (official, event, detail) in events {
+                let entry = crate::audit::NewEntry {
+                    actor_kind: crate::audit::ActorKind::System,
+                    actor_id: format!("cli:{user}"),
+                    action: event,
+                    document_id: None,
+                    details: serde_json::json!({"official": official, "detail": detail}),
+                };
+                crate::audit::append(&mut tx, db.backend, at, &entry)
+                    .await
+                    .map_err(|e| CliError(e.to_string()))?;
+            }
+            tx.commit().await.map_err(|e| CliError(e.to_string()))?;
+            Ok(())
+        })
+    }
+}
+
 /// Append the collected key events to the audit log of the configured database.
 pub(super) fn audit_events(events: CollectedEvents) -> Result<(), CliError> {
-    let events = events.0.into_inner().unwrap_or_default();
-    if events.is_empty() {
+    if events.0.lock().map(|v| v.is_empty()).unwrap_or(false) {
         return Ok(());
     }
-    let cfg = crate::config::Config::load(None)?;
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let db = crate::storage::Db::connect(&cfg.database_url).await?;
-        let mut tx = db.begin_write().await?;
-        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-        let at = crate::storage::millis(time::OffsetDateTime::now_utc());
-        for (official, event, detail) in events {
-            let entry = crate::audit::NewEntry {
-                actor_kind: crate::audit::ActorKind::System,
-                actor_id: format!("cli:{user}"),
-                action: event,
-                document_id: None,
-                details: serde_json::json!({"official": official, "detail": detail}),
-            };
-            crate::audit::append(&mut tx, db.backend, at, &entry)
-                .await
-                .map_err(|e| CliError(e.to_string()))?;
-        }
-        tx.commit().await.map_err(|e| CliError(e.to_string()))?;
-        Ok(())
-    })
+    AuditLog::open()?.append(events)
 }
 
 pub fn run(args: KeysArgs) -> Result<(), CliError> {
+    // Commands that change a key (everything but `list`) open the audit log first: if their
+    // events cannot be recorded, nothing is changed.
+    let audit = match args.command {
+        KeysCommand::List => None,
+        _ => Some(AuditLog::open()?),
+    };
     let events = CollectedEvents::default();
     let result = run_with(args, &events);
     // Failed unlocks are recorded even when the command fails.
-    let audited = audit_events(events);
+    let audited = match audit {
+        Some(log) => log.append(events),
+        None => audit_events(events),
+    };
     result.and(audited)
 }
 

@@ -27,6 +27,28 @@ fn segel(keystore: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The actions of the audit log at `url`, with the official each names, in order.
+fn audit_actions(url: &str) -> Vec<(String, String)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = segel::storage::Db::connect(url).await.unwrap();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT action, details FROM audit_log ORDER BY seq")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(action, details)| {
+                let d: serde_json::Value = serde_json::from_str(&details).unwrap();
+                (
+                    action,
+                    d["official"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -245,13 +267,18 @@ fn keystore_lifecycle_through_the_cli() {
         &[],
         &["audit", "verify", "--database-url", &db],
     ));
-    let entries: u64 = verified
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        entries >= 6,
-        "created, certificate imported, unlock failed (x2), passphrase changed, disabled: {verified}"
+    assert!(verified.contains("6 entries"), "{verified}");
+    assert_eq!(
+        audit_actions(&db),
+        [
+            ("key.created", "andi"),
+            ("key.certificate_imported", "andi"),
+            ("key.unlock_failed", "andi"),
+            ("key.passphrase_changed", "andi"),
+            ("key.unlock_failed", "andi"),
+            ("key.disabled", "andi"),
+        ]
+        .map(|(a, o)| (a.to_string(), o.to_string()))
     );
     let e = err(&sign(
         &[("SEGEL_PASSPHRASE", "sandi baru yang panjang")],
@@ -742,4 +769,53 @@ fn serve_refreshes_a_stale_development_crl() {
     assert!(served_number > expired_number, "{log}");
     assert!(served_next > (now + time::Duration::days(6)).unix_timestamp());
     assert!(crl_lists_serial(&std::fs::read(&crl).unwrap(), &serial));
+}
+
+#[test]
+fn a_key_command_whose_audit_entry_cannot_be_written_changes_nothing() {
+    let dir = tempdir();
+    let ks = dir.path().join("keys");
+    let pp = [("SEGEL_PASSPHRASE", "kata sandi rahasia")];
+    let new_key = |env: &[(&str, &str)], id: &str| {
+        segel(
+            &ks,
+            env,
+            &[
+                "keys",
+                "new",
+                "--official",
+                id,
+                "--name",
+                "Andi",
+                "--title",
+                "Kepala",
+                "--nip",
+                "1",
+            ],
+        )
+    };
+    ok(&new_key(&pp, "andi"));
+    let before = std::fs::read(ks.join("andi.json")).unwrap();
+    // A database under a path that is a file: it cannot be opened.
+    let blocker = write(dir.path(), "blocker", b"not a directory");
+    let bad = format!("sqlite://{}", blocker.join("audit.db").display());
+    let bad_db = [("SEGEL_DATABASE_URL", bad.as_str())];
+    let e = err(&segel(&ks, &bad_db, &["keys", "disable", "andi"]));
+    assert!(e.contains("audit log"), "{e}");
+    assert_eq!(std::fs::read(ks.join("andi.json")).unwrap(), before);
+    let env = [pp[0], bad_db[0]];
+    let e = err(&new_key(&env, "budi"));
+    assert!(e.contains("audit log"), "{e}");
+    assert!(!ks.join("budi.json").exists());
+    assert!(!ks.join("budi.csr.pem").exists());
+    // Listing writes nothing and needs no audit log.
+    assert!(ok(&segel(&ks, &bad_db, &["keys", "list"])).contains("andi"));
+    // With the log reachable, the same command works and is recorded.
+    ok(&segel(&ks, &[], &["keys", "disable", "andi"]));
+    let db = format!("sqlite://{}", ks.with_extension("audit.db").display());
+    assert_eq!(
+        audit_actions(&db),
+        [("key.created", "andi"), ("key.disabled", "andi")]
+            .map(|(a, o)| (a.to_string(), o.to_string()))
+    );
 }
