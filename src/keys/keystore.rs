@@ -397,19 +397,33 @@ fn check_certificate_state(
             cert.validity().not_after
         )));
     }
-    if let Some(issuer) = chain.get(1) {
-        let mut data = crate::trust::revocation::RevocationData::default();
-        data.crls = crls
-            .iter()
-            .map(|c| (c.clone(), crate::trust::RevocationSource::Crl))
-            .collect();
-        if let crate::trust::RevocationStatus::Revoked { time, .. } =
-            crate::trust::revocation::status(leaf, issuer, &data)
-        {
-            return Err(KeyError::CertificateState(format!(
-                "the certificate was revoked on {time}"
-            )));
-        }
+    // A CRL is signed by the certificate's issuer: without the issuer's certificate no CRL can
+    // be checked (and validators could not build the signer's path either), so such a chain
+    // is refused rather than waved through unchecked.
+    let issued_by = |der: &Vec<u8>| {
+        x509_parser::parse_x509_certificate(der).is_ok_and(|(_, ca)| {
+            ca.subject().as_raw() == cert.issuer().as_raw()
+                && cert.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    };
+    let Some(issuer) = chain.iter().skip(1).find(|c| issued_by(c)) else {
+        return Err(KeyError::CertificateState(format!(
+            "the key's chain lacks the certificate of its issuer ({}), so its revocation \
+             cannot be checked; import the full chain",
+            cert.issuer()
+        )));
+    };
+    let mut data = crate::trust::revocation::RevocationData::default();
+    data.crls = crls
+        .iter()
+        .map(|c| (c.clone(), crate::trust::RevocationSource::Crl))
+        .collect();
+    if let crate::trust::RevocationStatus::Revoked { time, .. } =
+        crate::trust::revocation::status(leaf, issuer, &data)
+    {
+        return Err(KeyError::CertificateState(format!(
+            "the certificate was revoked on {time}"
+        )));
     }
     Ok(())
 }
@@ -1035,6 +1049,27 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, KeyError::CertificateMismatch), "{e}");
         assert!(store.get("budi").is_err());
+    }
+
+    #[test]
+    fn a_chain_without_the_issuer_is_refused_not_waved_through() {
+        let now = OffsetDateTime::now_utc();
+        let full =
+            crate::keys::load_certificates_pem(&example("keys-example/officials/siti.chain.pem"))
+                .unwrap();
+        check_certificate_state(&full[0], now, &full, &[]).unwrap();
+        // Leaf only, and leaf with the root but not the issuing CA.
+        for chain in [
+            vec![full[0].clone()],
+            vec![full[0].clone(), full[2].clone()],
+        ] {
+            let e = check_certificate_state(&full[0], now, &chain, &[]).unwrap_err();
+            assert!(
+                matches!(&e, KeyError::CertificateState(m) if m.contains("lacks the certificate of its issuer")
+                    && m.contains("Segel Development Issuing CA")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
