@@ -323,6 +323,27 @@ mod tests {
     }
 
     #[test]
+    fn image_stamp_keeps_the_aspect_ratio_and_centres() {
+        // A 4×2 grey JPEG header is enough: only its size matters here.
+        let mut jpeg = vec![
+            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 2, 0, 4, 1, 1, 0x11, 0,
+        ];
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0, 0xFF, 0xD9]);
+        let image = StampImage::decode(&jpeg).unwrap();
+        let mut s = image_stamp(&image, 100.0, 100.0).unwrap();
+        let body = String::from_utf8_lossy(&s.content).to_string();
+        assert!(
+            body.contains("100.000 0 0 50.000 0.000 25.000 cm /Img Do"),
+            "{body}"
+        );
+        attach_image(&mut s, (7, 0));
+        let res = s.dict.get(b"Resources").unwrap().as_dict().unwrap();
+        let xo = res.get(b"XObject").unwrap().as_dict().unwrap();
+        assert_eq!(xo.get(b"Img").unwrap().as_reference().unwrap(), (7, 0));
+        assert!(image_stamp(&image, 2.0, 50.0).is_err());
+    }
+
+    #[test]
     fn stamp_contains_all_texts() {
         let text = StampText {
             name: "Dr. Budi Santoso, M.Si.".into(),

@@ -366,6 +366,104 @@ mod tests {
         );
     }
 
+    fn png(
+        width: u32,
+        height: u32,
+        color: png::ColorType,
+        depth: png::BitDepth,
+        palette: Option<(&[u8], &[u8])>,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        if let Some((plte, trns)) = palette {
+            enc.set_palette(plte.to_vec());
+            enc.set_trns(trns.to_vec());
+        }
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(data).unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    fn samples(s: &Stream) -> Vec<u8> {
+        s.decompressed_content().unwrap()
+    }
+
+    #[test]
+    fn png_colour_types_become_8_bit_samples_and_a_soft_mask() {
+        use png::{BitDepth as D, ColorType as C};
+        // Palette with one transparent entry: RGB samples plus a mask.
+        let p = png(
+            2,
+            1,
+            C::Indexed,
+            D::Eight,
+            Some((&[255, 0, 0, 0, 0, 255], &[255, 0])),
+            &[0, 1],
+        );
+        let img = StampImage::decode(&p).unwrap();
+        assert_eq!(samples(&img.image), [255, 0, 0, 0, 0, 255]);
+        assert_eq!(samples(img.smask.as_ref().unwrap()), [255, 0]);
+        let mut objects = Vec::new();
+        let id = img.write_objects(|o| {
+            objects.push(o);
+            (objects.len() as u32, 0)
+        });
+        assert_eq!(id, (2, 0), "the mask is written first");
+        let written = objects[1].as_stream().unwrap();
+        assert_eq!(
+            written.dict.get(b"SMask").unwrap().as_reference().unwrap(),
+            (1, 0)
+        );
+
+        // 16-bit grey: stripped to 8 bits, no mask.
+        let g = png(
+            2,
+            1,
+            C::Grayscale,
+            D::Sixteen,
+            None,
+            &[0xAB, 0xCD, 0x12, 0x34],
+        );
+        let img = StampImage::decode(&g).unwrap();
+        assert_eq!(samples(&img.image), [0xAB, 0x12]);
+        assert_eq!(
+            img.image
+                .dict
+                .get(b"ColorSpace")
+                .unwrap()
+                .as_name()
+                .unwrap(),
+            b"DeviceGray"
+        );
+        assert!(!img.has_mask());
+
+        // RGBA that is fully opaque needs no mask.
+        let o = png(1, 1, C::Rgba, D::Eight, None, &[1, 2, 3, 255]);
+        let img = StampImage::decode(&o).unwrap();
+        assert_eq!(samples(&img.image), [1, 2, 3]);
+        assert!(!img.has_mask());
+
+        // Samples are Flate-compressed (a tiny image may stay raw when that is smaller).
+        let big = png(32, 32, C::Rgb, D::Eight, None, &[200; 32 * 32 * 3]);
+        let img = StampImage::decode(&big).unwrap();
+        assert_eq!(
+            img.image.dict.get(b"Filter").unwrap().as_name().unwrap(),
+            b"FlateDecode"
+        );
+        assert!(img.image.content.len() < 32 * 32 * 3);
+        assert_eq!(samples(&img.image), vec![200; 32 * 32 * 3]);
+
+        // Grey with alpha: the alpha becomes the mask.
+        let ga = png(2, 1, C::GrayscaleAlpha, D::Eight, None, &[10, 0, 20, 128]);
+        let img = StampImage::decode(&ga).unwrap();
+        assert_eq!(samples(&img.image), [10, 20]);
+        assert_eq!(samples(img.smask.as_ref().unwrap()), [0, 128]);
+    }
+
     #[test]
     fn bad_jpegs_are_refused() {
         assert!(matches!(
