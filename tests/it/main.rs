@@ -10,6 +10,7 @@ mod pkcs11;
 mod revoke;
 mod service;
 mod sign_cli;
+mod service_paths;
 mod sign_interop;
 mod validators;
 mod verify;
