@@ -3,7 +3,9 @@
 
 use super::CliError;
 use crate::keys::devpki::KeyAlgorithm;
-use crate::keys::keystore::{FileKeyStore, KdfParams, KeyLocation, Passphrase, days_to_expiry};
+use crate::keys::keystore::{
+    FileKeyStore, KdfParams, KeyLocation, Passphrase, days_to_expiry, key_status,
+};
 use crate::keys::load_certificates_pem;
 use clap::Subcommand;
 use std::io::IsTerminal;
@@ -31,11 +33,14 @@ enum KeysCommand {
         official: String,
         #[arg(long, default_value = "p256")]
         algorithm: KeyAlgorithm,
+        /// The official's name (CN of the CSR subject).
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "")]
+        /// Position (jabatan), the subject's title attribute.
+        #[arg(long)]
         title: String,
-        #[arg(long, default_value = "")]
+        /// NIP, the subject's serialNumber attribute.
+        #[arg(long)]
         nip: String,
         #[arg(long, default_value = "Kementerian Contoh Republik Indonesia")]
         organisation: String,
@@ -59,7 +64,8 @@ enum KeysCommand {
     ImportCert {
         official: String,
         chain: PathBuf,
-        /// Trust anchors the chain must reach (default: the development root).
+        /// Trust anchors the chain must reach (default: the configured ones, `trust` in
+        /// segel.toml, else the root of the keys directory).
         #[arg(long)]
         trust: Vec<PathBuf>,
     },
@@ -73,7 +79,8 @@ enum KeysCommand {
     },
     /// Show every key: official, algorithm, location, certificate, expiry, status.
     List,
-    /// Re-wrap an official's key under a new passphrase.
+    /// Change an official's signing passphrase: re-wraps a keystore key, or re-derives the
+    /// passphrase verifier of an HSM key (the token PIN is not changed).
     Passphrase { official: String },
     /// Refuse signing with an official's key.
     Disable { official: String },
@@ -81,26 +88,38 @@ enum KeysCommand {
     Enable { official: String },
 }
 
-/// A passphrase from `var`, else asked on the terminal (twice when `confirm`).
-pub fn passphrase(var: &str, prompt: &str, confirm: bool) -> Result<Passphrase, CliError> {
-    if let Ok(p) = std::env::var(var) {
-        return Ok(Passphrase::new(p));
-    }
-    if !std::io::stdin().is_terminal() {
+/// Shortest new signing passphrase accepted.
+const MIN_PASSPHRASE_CHARS: usize = 8;
+
+/// A passphrase from `var`, else asked on the terminal. `new` (a passphrase being set) is
+/// asked twice and must have at least 8 characters, wherever it comes from.
+pub fn passphrase(var: &str, prompt: &str, new: bool) -> Result<Passphrase, CliError> {
+    let p = match std::env::var(var) {
+        Ok(p) => zeroize::Zeroizing::new(p),
+        Err(_) if std::io::stdin().is_terminal() => {
+            let p = zeroize::Zeroizing::new(rpassword::prompt_password(format!("{prompt}: "))?);
+            if new {
+                let again = zeroize::Zeroizing::new(rpassword::prompt_password(format!(
+                    "{prompt} (again): "
+                ))?);
+                if *again != *p {
+                    return Err(CliError("the passphrases differ".into()));
+                }
+            }
+            p
+        }
+        Err(_) => {
+            return Err(CliError(format!(
+                "set {var} (no terminal to ask for the passphrase)"
+            )));
+        }
+    };
+    if new && p.chars().count() < MIN_PASSPHRASE_CHARS {
         return Err(CliError(format!(
-            "set {var} (no terminal to ask for the passphrase)"
+            "a signing passphrase needs at least {MIN_PASSPHRASE_CHARS} characters"
         )));
     }
-    let p = rpassword::prompt_password(format!("{prompt}: "))?;
-    if confirm && rpassword::prompt_password(format!("{prompt} (again): "))? != p {
-        return Err(CliError("the passphrases differ".into()));
-    }
-    if p.chars().count() < 8 {
-        return Err(CliError(
-            "a signing passphrase needs at least 8 characters".into(),
-        ));
-    }
-    Ok(Passphrase::new(p))
+    Ok(Passphrase::new(p.as_str()))
 }
 
 /// Argon2id parameters: the recommended ones, unless SEGEL_INSECURE_FAST_KDF=1 (tests only).
@@ -238,6 +257,16 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                 nip.as_str(),
                 organisation.as_str(),
             );
+            // The CSR's directory must exist before a key is generated for it.
+            let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if !parent.is_dir() {
+                    return Err(CliError(format!(
+                        "{}: no such directory for the CSR",
+                        parent.display()
+                    )));
+                }
+            }
             let pem = match (hsm_module, hsm_token) {
                 (Some(module), Some(token_label)) => {
                     let spec = crate::keys::keystore::HsmSpec {
@@ -259,7 +288,6 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                 }
                 _ => store.generate(&official, algorithm, identity, &pp, &kdf(), now, events)?,
             };
-            let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
             super::sign::write_output(&path, pem.as_bytes())?;
             eprintln!(
                 "key for {official} ({algorithm:?}) sealed in {}; CSR written to {}",
@@ -278,7 +306,7 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
             )?;
             let mut anchors = crate::trust::TrustStore::default();
             let trust = if trust.is_empty() {
-                vec![super::keys_dir().join("root-ca.pem")]
+                crate::config::Config::load(None)?.trust_paths()
             } else {
                 trust
             };
@@ -326,8 +354,14 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
             eprintln!("PKCS#12 imported for {official} and sealed under the signing passphrase");
         }
         KeysCommand::List => {
+            // Revocation as the service sees it: the configured CRLs, else the development CA's.
+            let cfg = crate::config::Config::load(None)?;
+            let crls = crate::trust::revocation::CrlFiles::new(
+                crate::keys::keystore::lifecycle_crl_paths(&cfg.crls, &cfg.keys_dir),
+            )
+            .current();
             println!(
-                "{:<16} {:<8} {:<9} {:<9} {:<6} {}",
+                "{:<16} {:<8} {:<9} {:<13} {:<6} {}",
                 "OFFICIAL",
                 "ALG",
                 "LOCATION",
@@ -360,15 +394,10 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
                         None,
                     ),
                 };
-                let status = match (r.disabled, days) {
-                    (true, _) => "disabled",
-                    (false, Some(d)) if d < 0 => "expired",
-                    (false, None) => "pending",
-                    _ => "active",
-                };
+                let status = key_status(&r, now, &crls);
                 let days = days.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<16} {:<8} {:<9} {:<9} {:<6} {}",
+                    "{:<16} {:<8} {:<9} {:<13} {:<6} {}",
                     r.id,
                     format!("{:?}", r.algorithm).to_lowercase(),
                     location,

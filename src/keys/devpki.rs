@@ -567,7 +567,8 @@ pub fn refresh_dev_crl(
     })
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
+/// Bytes of a hex string (an odd length gets a leading zero).
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = if s.len() % 2 == 1 {
         format!("0{s}")
     } else {

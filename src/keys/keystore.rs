@@ -189,6 +189,9 @@ pub enum KeyLocation {
         module: PathBuf,
         token_label: String,
         key_label: String,
+        /// `CKA_ID` of the key pair (hex); the key is found by it, by the label when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
         pin_env: Option<String>,
         pin_file: Option<PathBuf>,
     },
@@ -243,6 +246,7 @@ pub fn hsm_config(location: &KeyLocation) -> Option<Result<super::pkcs11::Pkcs11
         module,
         token_label,
         key_label,
+        key_id,
         pin_env,
         pin_file,
     } = location
@@ -250,11 +254,18 @@ pub fn hsm_config(location: &KeyLocation) -> Option<Result<super::pkcs11::Pkcs11
         return None;
     };
     Some((|| {
+        let key_id = match key_id {
+            Some(h) => Some(super::devpki::hex_decode(h).ok_or_else(|| {
+                KeyError::Format(format!("HSM key record: key id {h:?} is not hexadecimal"))
+            })?),
+            None => None,
+        };
         Ok(super::pkcs11::Pkcs11Config {
             module: module.clone(),
             token_label: token_label.clone(),
-            key_label: Some(key_label.clone()),
-            key_id: None,
+            // The id names the key; the label only for records written before ids were kept.
+            key_label: key_id.is_none().then(|| key_label.clone()),
+            key_id,
             pin: super::pkcs11::Pin::from_source(&pin_source(pin_env, pin_file)?)?,
         })
     })())
@@ -334,6 +345,24 @@ fn spki_key_bits(spki_der: &[u8]) -> Option<Vec<u8>> {
     Some(spki.subject_public_key.data.to_vec())
 }
 
+/// The CSR subject needs the official's name, title and NIP (and the organisation).
+fn check_identity(identity: (&str, &str, &str, &str)) -> Result<(), KeyError> {
+    let (name, title, nip, org) = identity;
+    for (value, what) in [
+        (name, "name"),
+        (title, "title"),
+        (nip, "NIP"),
+        (org, "organisation"),
+    ] {
+        if value.trim().is_empty() {
+            return Err(KeyError::Format(format!(
+                "the certificate request needs the official's {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A PKCS#10 CSR (PEM) for `key` whose subject carries the official's name, title and NIP.
 fn official_csr(
     key: &impl rcgen::SigningKey,
@@ -375,24 +404,33 @@ pub struct FileKeyStore {
     crl_files: Option<crate::trust::revocation::CrlFiles>,
 }
 
+/// Why a certificate cannot sign now.
+enum CertState {
+    Unreadable(String),
+    NotYetValid(String),
+    Expired(String),
+    Revoked(String),
+    NoIssuer(String),
+}
+
 /// What an official's certificate says about itself, for lifecycle checks.
-fn check_certificate_state(
+fn certificate_state(
     leaf: &[u8],
     at: OffsetDateTime,
     chain: &[Vec<u8>],
     crls: &[Vec<u8>],
-) -> Result<(), KeyError> {
+) -> Result<(), CertState> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| KeyError::Certificate(e.to_string()))?;
+        .map_err(|e| CertState::Unreadable(e.to_string()))?;
     let t = at.unix_timestamp();
     if t < cert.validity().not_before.timestamp() {
-        return Err(KeyError::CertificateState(format!(
+        return Err(CertState::NotYetValid(format!(
             "the certificate is not valid before {}",
             cert.validity().not_before
         )));
     }
     if t > cert.validity().not_after.timestamp() {
-        return Err(KeyError::CertificateState(format!(
+        return Err(CertState::Expired(format!(
             "the certificate expired on {}",
             cert.validity().not_after
         )));
@@ -407,7 +445,7 @@ fn check_certificate_state(
         })
     };
     let Some(issuer) = chain.iter().skip(1).find(|c| issued_by(c)) else {
-        return Err(KeyError::CertificateState(format!(
+        return Err(CertState::NoIssuer(format!(
             "the key's chain lacks the certificate of its issuer ({}), so its revocation \
              cannot be checked; import the full chain",
             cert.issuer()
@@ -421,11 +459,27 @@ fn check_certificate_state(
     if let crate::trust::RevocationStatus::Revoked { time, .. } =
         crate::trust::revocation::status(leaf, issuer, &data)
     {
-        return Err(KeyError::CertificateState(format!(
+        return Err(CertState::Revoked(format!(
             "the certificate was revoked on {time}"
         )));
     }
     Ok(())
+}
+
+/// [`certificate_state`] as the error signing is refused with.
+fn check_certificate_state(
+    leaf: &[u8],
+    at: OffsetDateTime,
+    chain: &[Vec<u8>],
+    crls: &[Vec<u8>],
+) -> Result<(), KeyError> {
+    certificate_state(leaf, at, chain, crls).map_err(|s| match s {
+        CertState::Unreadable(m) => KeyError::Certificate(m),
+        CertState::NotYetValid(m)
+        | CertState::Expired(m)
+        | CertState::Revoked(m)
+        | CertState::NoIssuer(m) => KeyError::CertificateState(m),
+    })
 }
 
 impl FileKeyStore {
@@ -536,6 +590,7 @@ impl FileKeyStore {
                 "official {id:?} already has a key"
             )));
         }
+        check_identity(identity)?;
         let (name, title, nip, _) = identity;
         let pkcs8 = generate_pkcs8(alg)?;
         let key = rcgen_key(&pkcs8, alg)?;
@@ -714,9 +769,24 @@ impl FileKeyStore {
     ) -> Result<(), KeyError> {
         let mut record = self.get(id)?;
         let KeyLocation::Keystore { sealed } = &record.location else {
-            return Err(KeyError::Unsupported(
-                "the key lives in an HSM; change the token PIN there".into(),
-            ));
+            // An HSM key: the token PIN is the operator's; the official's signing passphrase
+            // is an Argon2id verifier, which is derived afresh.
+            let verifier = record
+                .passphrase_verifier
+                .as_deref()
+                .ok_or_else(|| KeyError::Format("the HSM key has no passphrase verifier".into()))?;
+            if let Err(e) = check_verifier(verifier, old) {
+                events.record(id, "key.unlock_failed", "passphrase change");
+                return Err(e);
+            }
+            record.passphrase_verifier = Some(make_verifier(new, kdf)?);
+            self.put(&record)?;
+            events.record(
+                id,
+                "key.passphrase_changed",
+                "HSM key: signing passphrase only",
+            );
+            return Ok(());
         };
         let pkcs8 = match unseal(sealed, id, old) {
             Ok(k) => k,
@@ -773,37 +843,53 @@ impl FileKeyStore {
                 "official {id:?} already has a key"
             )));
         }
+        check_identity(identity)?;
+        let mut key_id = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut key_id)
+            .map_err(|_| KeyError::Format("no randomness".into()))?;
+        let label = format!("segel-{id}");
         let location = KeyLocation::Hsm {
             module: hsm.module.clone(),
             token_label: hsm.token_label.clone(),
-            key_label: format!("segel-{id}"),
+            key_label: label.clone(),
+            key_id: Some(key_id.iter().map(|b| format!("{b:02x}")).collect()),
             pin_env: hsm.pin_env.clone(),
             pin_file: hsm.pin_file.clone(),
         };
         let cfg = hsm_config(&location)
             .ok_or_else(|| KeyError::Format("not an HSM location".into()))??;
-        let mut key_id = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut key_id)
-            .map_err(|_| KeyError::Format("no randomness".into()))?;
-        let spki = super::pkcs11::generate_key(&cfg, &format!("segel-{id}"), &key_id, alg)?;
-        let rkey = super::pkcs11::Pkcs11RcgenKey::open(cfg)?;
-        let (name, title, nip, _) = identity;
-        let csr_pem = official_csr(&rkey, identity)?;
-        let record = KeyRecord {
-            id: id.into(),
-            name: Some(name.into()),
-            title: Some(title.into()),
-            nip: Some(nip.into()),
-            algorithm: alg,
-            location,
-            public_key: B64.encode(spki),
-            chain_pem: None,
-            disabled: false,
-            created: now.unix_timestamp(),
-            passphrase_verifier: Some(make_verifier(passphrase, kdf)?),
+        let spki = super::pkcs11::generate_key(&cfg, &label, &key_id, alg)?;
+        let enrol = || {
+            let rkey = super::pkcs11::Pkcs11RcgenKey::open(cfg.clone())?;
+            let (name, title, nip, _) = identity;
+            let csr_pem = official_csr(&rkey, identity)?;
+            let record = KeyRecord {
+                id: id.into(),
+                name: Some(name.into()),
+                title: Some(title.into()),
+                nip: Some(nip.into()),
+                algorithm: alg,
+                location: location.clone(),
+                public_key: B64.encode(&spki),
+                chain_pem: None,
+                disabled: false,
+                created: now.unix_timestamp(),
+                passphrase_verifier: Some(make_verifier(passphrase, kdf)?),
+            };
+            self.put(&record)?;
+            Ok::<_, KeyError>(csr_pem)
         };
-        self.put(&record)?;
+        let csr_pem = match enrol() {
+            Ok(csr) => csr,
+            Err(e) => {
+                // Leave the token as it was, so that the enrolment can simply be retried.
+                if let Err(d) = super::pkcs11::destroy_key(&cfg, &label, &key_id) {
+                    tracing::error!(error = %d, label, "could not remove the half-enrolled key");
+                }
+                return Err(e);
+            }
+        };
         events.record(
             id,
             "key.created",
@@ -882,6 +968,29 @@ impl FileKeyStore {
     /// Path of a record, for messages.
     pub fn record_path(&self, id: &str) -> Option<PathBuf> {
         self.path(id).ok()
+    }
+}
+
+/// A key's state for `segel keys list`: `disabled`, `pending` (no certificate yet),
+/// `not-yet-valid`, `expired`, `revoked` (by `crls`), `no-issuer` (the chain lacks the
+/// issuer's certificate), `unreadable`, or `active`.
+pub fn key_status(record: &KeyRecord, now: OffsetDateTime, crls: &[Vec<u8>]) -> &'static str {
+    if record.disabled {
+        return "disabled";
+    }
+    let Some(pem) = &record.chain_pem else {
+        return "pending";
+    };
+    let Ok(chain) = super::load_certificates_pem(pem.as_bytes()) else {
+        return "unreadable";
+    };
+    match certificate_state(&chain[0], now, &chain, crls) {
+        Ok(()) => "active",
+        Err(CertState::NotYetValid(_)) => "not-yet-valid",
+        Err(CertState::Expired(_)) => "expired",
+        Err(CertState::Revoked(_)) => "revoked",
+        Err(CertState::NoIssuer(_)) => "no-issuer",
+        Err(CertState::Unreadable(_)) => "unreadable",
     }
 }
 

@@ -1247,6 +1247,28 @@ pub fn generate_key(
     generated.map_err(|f| f.into_key_error(token))
 }
 
+/// Destroy the key pair labelled `label` with `CKA_ID` `id` (both halves), as after an
+/// enrolment that failed once the key was generated, so that a retry can generate it again.
+/// Returns how many objects were destroyed.
+#[tracing::instrument(skip_all, fields(token = %cfg.token_label, label = %label))]
+pub fn destroy_key(cfg: &Pkcs11Config, label: &str, id: &[u8]) -> Result<usize, KeyError> {
+    let ctx = context(&cfg.module)?;
+    let token = &cfg.token_label;
+    let destroyed = (|| {
+        let slot = find_slot(&ctx, token)?;
+        let session = open_session(&ctx, slot, &cfg.pin, true)?;
+        let mut n = 0;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for object in session.find_objects(&key_template(class, Some(label), Some(id)))? {
+                session.destroy_object(object)?;
+                n += 1;
+            }
+        }
+        Ok::<_, Fault>(n)
+    })();
+    destroyed.map_err(|f| f.into_key_error(token))
+}
+
 // ---------------------------------------------------------------------------------------------
 // rcgen
 // ---------------------------------------------------------------------------------------------
