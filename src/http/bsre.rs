@@ -86,19 +86,22 @@ pub async fn sign(
             "give 1 to 100 base64 files",
         ));
     }
-    let signer = st
-        .wf
-        .unlock_key(&official, Passphrase::new(body.passphrase.clone()), false)
-        .await?;
-    let mut out = Vec::new();
+    // Every file and its properties are checked before the key is unlocked, so a bad request
+    // signs nothing (not even the files before the bad one).
+    let mut jobs = Vec::with_capacity(body.file.len());
+    let mut images: std::collections::HashMap<usize, std::sync::Arc<StampImage>> =
+        std::collections::HashMap::new();
     for (i, f) in body.file.iter().enumerate() {
         let pdf = B64.decode(f.trim()).map_err(|_| {
             ApiError::bad_request("invalid_base64", format!("file[{i}] is not base64"))
         })?;
-        let props = body
-            .signature_properties
-            .get(i)
-            .or(body.signature_properties.first());
+        // One properties entry per file, or the first for all.
+        let props_index = if i < body.signature_properties.len() {
+            i
+        } else {
+            0
+        };
+        let props = body.signature_properties.get(props_index);
         let visible = props
             .and_then(|p| p.tampilan.as_deref())
             .is_some_and(|t| t.eq_ignore_ascii_case("visible"));
@@ -123,7 +126,14 @@ pub async fn sign(
             _ => None,
         };
         let image = match props.and_then(|p| p.image_base64.as_deref()) {
-            Some(b) if visible && !b.trim().is_empty() => Some(decode_image(i, b).await?),
+            Some(b) if visible && !b.trim().is_empty() => Some(match images.get(&props_index) {
+                Some(image) => image.clone(),
+                None => {
+                    let image = decode_image(props_index, b).await?;
+                    images.insert(props_index, image.clone());
+                    image
+                }
+            }),
             _ => None,
         };
         let visibility = match (visible, placement, image) {
@@ -149,7 +159,15 @@ pub async fn sign(
         };
         let reason = props.and_then(|p| p.reason.clone());
         let location = props.and_then(|p| p.location.clone());
-        let (doc, signed) = st
+        jobs.push((pdf, visibility, reason, location));
+    }
+    let signer = st
+        .wf
+        .unlock_key(&official, Passphrase::new(body.passphrase.clone()), false)
+        .await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (pdf, visibility, reason, location) in jobs {
+        let (_, signed) = st
             .wf
             .sign_direct(
                 app,
@@ -161,7 +179,6 @@ pub async fn sign(
                 location,
             )
             .await?;
-        let _ = doc;
         out.push(B64.encode(signed));
     }
     Ok(Json(json!({"file": out, "time": st.wf.now_ms()})))

@@ -426,7 +426,47 @@ async fn bsre_error_shapes() {
         "{e}"
     );
 
-    // Nothing above signed anything; a good request still works (one wrong passphrase only).
+    // Two files, the second with a bad image and a wrong passphrase: the request is refused
+    // as a whole before the passphrase is tried, so the first file is not signed and no
+    // attempt is used up.
+    let mut two = request(&app, visible(&B64.encode(&png)));
+    two["file"] = json!([two["file"][0], two["file"][0]]);
+    two["signatureProperties"] =
+        json!([visible(&B64.encode(&png)), visible(&B64.encode(b"GIF89a"))]);
+    two["passphrase"] = json!("bukan-ini");
+    let (status, e) = error_code(sign(&app, &two).await).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("invalid_image")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("signatureProperties[1]"),
+        "{e}"
+    );
+    let (status, e) = error_code(sign(&app, &wrong).await).await;
+    assert_eq!((status, e["attempts_left"].as_i64()), (401, Some(3)), "{e}");
+    let auditor = app.login("auditor").await;
+    let signed: Value = app
+        .client
+        .get(format!("{}/api/v1/audit?action=document.signed", app.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{signed}"
+    );
+
+    // Nothing above signed anything; a good request still works (two wrong passphrases only).
     let pdf = sign_ok(&app, &request(&app, visible(&B64.encode(&png)))).await;
     let report = crate::verify::verify(&pdf, &crate::verify::default_store());
     assert!(report.all_valid());
