@@ -259,6 +259,46 @@ async fn revocation(db_url: String) {
         String::from_utf8_lossy(&o.stdout)
     );
 
+    // A sealed letter (completed at once) can be revoked too.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"),
+        )
+        .text(
+            "metadata",
+            json!({"title": "Izin", "letter_number": "IZ-9"}).to_string(),
+        );
+    let r = app
+        .client
+        .post(format!("{}/api/v1/seal", app.base))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let url = r.headers()["x-segel-verification-url"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let sealed_code = url.rsplit('/').next().unwrap().to_string();
+    let sealed_id = r.headers()["x-segel-document-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = revoke(&app, &key, &sealed_id, json!({"reason": "izin dicabut"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (record, page) = public(&app, &sealed_code).await;
+    assert_eq!(
+        (
+            record["status"].as_str(),
+            record["revocation_reason"].as_str()
+        ),
+        (Some("revoked"), Some("izin dicabut"))
+    );
+    assert!(page.contains("DICABUT / REVOKED"), "{page}");
+
     // A rejected letter shows as rejected, not revoked, and cannot be revoked.
     let (id2, code2) = submitted(&app, None).await;
     let r = app
