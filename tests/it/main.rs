@@ -8,6 +8,7 @@ mod keys;
 mod openapi;
 mod pkcs11;
 mod revoke;
+mod seal;
 mod service;
 mod service_paths;
 mod sign_cli;
