@@ -565,6 +565,225 @@ fn softhsm2_token_keys_sign_pades() {
         .unwrap();
         let out = write(dir.path(), "hani.pdf", &signed.bytes);
         crate::sign_interop::assert_validators_accept(&out, 1, false);
+        let key_id = match store.get("hani").unwrap().location {
+            segel::keys::keystore::KeyLocation::Hsm { key_id, .. } => key_id,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            key_id
+                .as_ref()
+                .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit())),
+            "the record keeps the CKA_ID: {key_id:?}"
+        );
+    }
+
+    // --- A failed enrolment leaves the token as it was: the generated pair can be destroyed
+    // and generated again.
+    generate_key(&cfg("x"), "half", &[0x42], KeyAlgorithm::P256).unwrap();
+    assert_eq!(
+        segel::keys::pkcs11::destroy_key(&cfg("x"), "half", &[0x42]).unwrap(),
+        2
+    );
+    unavailable(Pkcs11Key::open(cfg("half")), "a destroyed key");
+    generate_key(&cfg("x"), "half", &[0x42], KeyAlgorithm::P256).unwrap();
+
+    // --- The CLI: `segel keys new --hsm-*` generates the key in the token and writes a CSR;
+    // the certificate is imported, the key signs, the signing passphrase changes (the token
+    // PIN does not), and the record finds the key by its CKA_ID (by label for old records).
+    {
+        let ks = dir.path().join("cli-keys");
+        let db = format!("sqlite://{}", dir.path().join("cli-audit.db").display());
+        let cli = |env: &[(&str, &str)], args: &[&str]| {
+            let o = Command::new(env!("CARGO_BIN_EXE_segel"))
+                .args(args)
+                .env("SEGEL_KEYSTORE", &ks)
+                .env("SEGEL_DATABASE_URL", &db)
+                .env("SEGEL_INSECURE_FAST_KDF", "1")
+                .env("SOFTHSM2_CONF", &conf)
+                .env(PIN_VAR, USER_PIN)
+                .env_remove("SEGEL_PASSPHRASE")
+                .envs(env.iter().copied())
+                .current_dir(root())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            (
+                o.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            )
+        };
+        let ok = |r: (bool, String)| {
+            assert!(r.0, "{}", r.1);
+            r.1
+        };
+        let fail = |r: (bool, String)| {
+            assert!(!r.0, "{}", r.1);
+            r.1
+        };
+        let module_arg = module.to_str().unwrap();
+        let new_args = |id: &str, csr: &str| -> Vec<String> {
+            [
+                "keys",
+                "new",
+                "--official",
+                id,
+                "--algorithm",
+                "rsa2048",
+                "--name",
+                "Rudi Hartono",
+                "--title",
+                "Kepala Pusat",
+                "--nip",
+                "197501012000011001",
+                "--csr",
+                csr,
+                "--hsm-module",
+                module_arg,
+                "--hsm-token",
+                TOKEN,
+                "--hsm-pin-env",
+                PIN_VAR,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let old_pp = [("SEGEL_PASSPHRASE", "sandi rudi lama")];
+        // A CSR that could not be written refuses before any key is generated.
+        let missing = dir.path().join("no-such-dir/sari.csr.pem");
+        let args = new_args("sari", missing.to_str().unwrap());
+        let m = fail(cli(
+            &old_pp,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        assert!(m.contains("no such directory"), "{m}");
+        unavailable(Pkcs11Key::open(cfg("segel-sari")), "no key for sari");
+
+        let csr = dir.path().join("rudi.csr.pem");
+        let args = new_args("rudi", csr.to_str().unwrap());
+        ok(cli(
+            &old_pp,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        let o = Command::new("openssl")
+            .args(["req", "-verify", "-noout", "-subject", "-in"])
+            .arg(&csr)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{text}");
+        assert!(
+            text.contains("197501012000011001") && text.contains("Kepala Pusat"),
+            "{text}"
+        );
+        let record_path = ks.join("rudi.json");
+        let record = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap()
+        };
+        let r = record();
+        assert_eq!(r["location"]["kind"], "hsm");
+        assert_eq!(r["location"]["key_label"], "segel-rudi");
+        assert!(
+            r["location"]["key_id"]
+                .as_str()
+                .is_some_and(|h| h.len() == 16)
+        );
+        assert!(!r.to_string().contains("ciphertext"));
+        // The CSR names the token key: certify that key, import through the CLI.
+        let spki = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            r["public_key"].as_str().unwrap(),
+        )
+        .unwrap();
+        let leaf = issue(&spki, "Rudi Hartono", &issuing_ca());
+        let pem: String = chain(leaf)
+            .iter()
+            .map(|c| segel::keys::devpki::cert_pem(c))
+            .collect();
+        let chain_path = write(dir.path(), "rudi.chain.pem", pem.as_bytes());
+        ok(cli(
+            &[],
+            &[
+                "keys",
+                "import-cert",
+                "rudi",
+                chain_path.to_str().unwrap(),
+                "--trust",
+                "keys-example/root-ca.pem",
+            ],
+        ));
+        let list = ok(cli(&[], &["keys", "list"]));
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with("rudi") && l.contains("hsm") && l.contains("active")),
+            "{list}"
+        );
+        let sign = |pp: &str, name: &str| {
+            let out = dir.path().join(name);
+            let r = cli(
+                &[("SEGEL_PASSPHRASE", pp)],
+                &[
+                    "sign",
+                    "fixtures/pdf/letter.pdf",
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--official",
+                    "rudi",
+                ],
+            );
+            (r, out)
+        };
+        let (r, out) = sign("sandi rudi lama", "rudi.pdf");
+        ok(r);
+        assert_validators_accept(&out, 1, false);
+
+        // The signing passphrase of an HSM key changes; nothing else in the record does.
+        let before = record();
+        let m = fail(cli(
+            &[
+                ("SEGEL_PASSPHRASE", "bukan sandinya"),
+                ("SEGEL_NEW_PASSPHRASE", "sandi rudi baru"),
+            ],
+            &["keys", "passphrase", "rudi"],
+        ));
+        assert!(m.contains("wrong passphrase"), "{m}");
+        assert_eq!(record(), before);
+        ok(cli(
+            &[
+                ("SEGEL_PASSPHRASE", "sandi rudi lama"),
+                ("SEGEL_NEW_PASSPHRASE", "sandi rudi baru"),
+            ],
+            &["keys", "passphrase", "rudi"],
+        ));
+        let after = record();
+        assert_ne!(before["passphrase_verifier"], after["passphrase_verifier"]);
+        for k in ["location", "public_key", "chain_pem"] {
+            assert_eq!(before[k], after[k], "{k}");
+        }
+        let m = fail(sign("sandi rudi lama", "old.pdf").0);
+        assert!(m.contains("wrong passphrase"), "{m}");
+        ok(sign("sandi rudi baru", "new.pdf").0);
+
+        // Found by CKA_ID, whatever the label says ...
+        let mut r = record();
+        r["location"]["key_label"] = "segel-renamed".into();
+        std::fs::write(&record_path, r.to_string()).unwrap();
+        ok(sign("sandi rudi baru", "by-id.pdf").0);
+        // ... and by label in a record without an id; a record with neither finds nothing.
+        r["location"]
+            .as_object_mut()
+            .unwrap()
+            .remove("key_id")
+            .unwrap();
+        std::fs::write(&record_path, r.to_string()).unwrap();
+        fail(sign("sandi rudi baru", "no-key.pdf").0);
+        r["location"]["key_label"] = "segel-rudi".into();
+        std::fs::write(&record_path, r.to_string()).unwrap();
+        ok(sign("sandi rudi baru", "by-label.pdf").0);
     }
 
     // --- The service with an official whose key is in the token: approving works while the
