@@ -150,6 +150,9 @@ pub async fn record_check(
     Path(code): Path<String>,
     mp: Multipart,
 ) -> Result<Response, ApiError> {
+    // The upload is read first, also for an unknown code: answering before the body is
+    // consumed would break the client's keep-alive connection.
+    let (mut files, _) = read_multipart(mp).await?;
     let record = match st.wf.public_record(&code).await {
         Ok(r) => r,
         Err(crate::workflow::WorkflowError::NotFound(_)) => return Ok(not_found_page()),
