@@ -158,7 +158,6 @@ pub async fn record_check(
         Err(crate::workflow::WorkflowError::NotFound(_)) => return Ok(not_found_page()),
         Err(e) => return Err(e.into()),
     };
-    let (mut files, _) = read_multipart(mp).await?;
     if files.len() != 1 {
         return Err(ApiError::bad_request(
             "file_required",
