@@ -925,3 +925,81 @@ fn keys_new_list_and_import_cert_rules() {
     assert_eq!(status("future"), "not-yet-valid", "{list}");
     assert_eq!(status("revoked"), "revoked", "{list}");
 }
+
+#[test]
+fn dev_pki_init_makes_the_documented_hierarchy() {
+    let dir = tempdir();
+    let pki = dir.path().join("pki");
+    let o = Command::new(env!("CARGO_BIN_EXE_segel"))
+        .args(["dev-pki", "init"])
+        .arg(&pki)
+        .args(["--base-url", "http://segel.test:8080/"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let der = |rel: &str| {
+        segel::keys::load_certificates_pem(&std::fs::read(pki.join(rel)).unwrap())
+            .unwrap()
+            .remove(0)
+    };
+    let (root_der, ca_der) = (der("root-ca.pem"), der("issuing-ca.pem"));
+    let (_, root) = x509_parser::parse_x509_certificate(&root_der).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    assert!(root.is_ca() && ca.is_ca());
+    root.verify_signature(None)
+        .expect("the root is self-signed");
+    ca.verify_signature(Some(root.public_key()))
+        .expect("the issuing CA is under the root");
+    let crl_url = "http://segel.test:8080/crl/issuing-ca.crl";
+    for stem in ["officials/budi", "officials/siti", "tsa", "seal", "auditor"] {
+        let leaf_der = der(&format!("{stem}.pem"));
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+        assert!(!leaf.is_ca(), "{stem}");
+        leaf.verify_signature(Some(ca.public_key()))
+            .unwrap_or_else(|e| panic!("{stem} is issued by the issuing CA: {e}"));
+        assert_eq!(
+            segel::keys::load_certificates_pem(
+                &std::fs::read(pki.join(format!("{stem}.chain.pem"))).unwrap()
+            )
+            .unwrap(),
+            vec![leaf_der.clone(), ca_der.clone(), root_der.clone()],
+            "{stem}.chain.pem is leaf, issuing CA, root"
+        );
+        assert!(pki.join(format!("{stem}.key.pem")).is_file(), "{stem}");
+        assert_eq!(
+            segel::trust::revocation::crl_urls(&leaf_der),
+            vec![crl_url.to_string()],
+            "{stem}"
+        );
+    }
+    // Officials: RSA-2048 and P-256.
+    let budi_der = der("officials/budi.pem");
+    let (_, budi) = x509_parser::parse_x509_certificate(&budi_der).unwrap();
+    match budi.public_key().parsed().unwrap() {
+        x509_parser::public_key::PublicKey::RSA(k) => assert_eq!(k.key_size(), 2048),
+        other => panic!("budi: {other:?}"),
+    }
+    let siti_der = der("officials/siti.pem");
+    let (_, siti) = x509_parser::parse_x509_certificate(&siti_der).unwrap();
+    assert_eq!(
+        siti.public_key()
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string()),
+        Some("1.2.840.10045.3.1.7".to_string()),
+        "siti's key is on P-256"
+    );
+    // The TSA: a critical extended key usage of timeStamping only.
+    let tsa_der = der("tsa.pem");
+    let (_, tsa) = x509_parser::parse_x509_certificate(&tsa_der).unwrap();
+    let eku = tsa.extended_key_usage().unwrap().expect("an EKU extension");
+    assert!(eku.critical, "the TSA's EKU is critical (RFC 3161 §2.3)");
+    assert!(eku.value.time_stamping);
+    assert!(eku.value.other.is_empty() && !eku.value.any && !eku.value.email_protection);
+    // The CRL is the issuing CA's.
+    let crl = std::fs::read(pki.join("crl/issuing-ca.crl")).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&crl).unwrap();
+    crl.verify_signature(ca.public_key()).unwrap();
+}
