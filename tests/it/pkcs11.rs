@@ -586,6 +586,42 @@ fn softhsm2_token_keys_sign_pades() {
     );
     unavailable(Pkcs11Key::open(cfg("half")), "a destroyed key");
     generate_key(&cfg("x"), "half", &[0x42], KeyAlgorithm::P256).unwrap();
+    {
+        // An enrolment whose record cannot be stored (the keystore directory became a file)
+        // after the key was generated removes that key, so the retry can generate it again.
+        use segel::keys::keystore::{FileKeyStore, HsmSpec, KdfParams, LogEvents, Passphrase};
+        let ks = dir.path().join("flaky-keys");
+        let store = FileKeyStore::open(&ks).unwrap();
+        std::fs::remove_dir(&ks).unwrap();
+        std::fs::write(&ks, b"not a directory").unwrap();
+        let spec = HsmSpec {
+            module: module.clone(),
+            token_label: TOKEN.into(),
+            pin_env: Some(PIN_VAR.into()),
+            pin_file: None,
+        };
+        let enrol = || {
+            store.generate_in_hsm(
+                "tono",
+                KeyAlgorithm::P256,
+                ("Tono", "Kepala Seksi", "198001012005011002", "Uji"),
+                &spec,
+                &Passphrase::new("kata sandi tono"),
+                &KdfParams::insecure_fast(),
+                time::OffsetDateTime::now_utc(),
+                &LogEvents,
+            )
+        };
+        enrol().unwrap_err();
+        unavailable(
+            Pkcs11Key::open(cfg("segel-tono")),
+            "the key of a failed enrolment",
+        );
+        std::fs::remove_file(&ks).unwrap();
+        std::fs::create_dir(&ks).unwrap();
+        enrol().unwrap();
+        Pkcs11Key::open(cfg("segel-tono")).unwrap();
+    }
 
     // --- The CLI: `segel keys new --hsm-*` generates the key in the token and writes a CSR;
     // the certificate is imported, the key signs, the signing passphrase changes (the token
