@@ -210,6 +210,10 @@ async fn paths(db_url: String) {
     let rid = app.submitted(letter_meta(Some(&hook.url))).await;
     let path = format!("/api/v1/documents/{rid}/steps/1/reject");
     let (status, v) = app
+        .post_json(&path, &signer, json!({"reason": "bukan tugas saya"}))
+        .await;
+    assert_eq!((status, code(&v)), (409, "not_assigned"));
+    let (status, v) = app
         .post_json(&path, &reviewer, json!({"reason": "  "}))
         .await;
     assert_eq!((status, code(&v)), (422, "reason_required"));
