@@ -90,10 +90,39 @@ impl Default for Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// How a `SEGEL_*` value is read.
+#[derive(Clone, Copy)]
+enum EnvKind {
+    Text,
+    Number,
+    /// Comma-separated.
+    List,
+}
+
+/// Every setting of the file, overridable as `SEGEL_` + its name in capitals — except
+/// `insecure_fast_kdf`, which only tests may set, and only in code.
+const ENV_SETTINGS: &[(&str, EnvKind)] = &[
+    ("listen", EnvKind::Text),
+    ("public_url", EnvKind::Text),
+    ("database_url", EnvKind::Text),
+    ("data_dir", EnvKind::Text),
+    ("keys_dir", EnvKind::Text),
+    ("trust", EnvKind::List),
+    ("crls", EnvKind::List),
+    ("max_body_bytes", EnvKind::Number),
+    ("time_zone", EnvKind::Text),
+    ("max_passphrase_attempts", EnvKind::Number),
+    ("lockout_seconds", EnvKind::Number),
+    ("seal_passphrase", EnvKind::Text),
+    ("seal_passphrase_file", EnvKind::Text),
+    ("public_rate_per_minute", EnvKind::Number),
+    ("audit_checkpoint_every", EnvKind::Number),
+];
+
 impl Config {
-    /// Load `path`, or `./segel.toml` when it exists, else the defaults; then apply
-    /// `SEGEL_LISTEN`, `SEGEL_PUBLIC_URL`, `SEGEL_DATABASE_URL`, `SEGEL_DATA_DIR`,
-    /// `SEGEL_KEYS_DIR`, `SEGEL_SEAL_PASSPHRASE`, `SEGEL_MAX_BODY_BYTES`, `SEGEL_TIME_ZONE`.
+    /// Load `path`, or `./segel.toml` when it exists, else the defaults; then apply the
+    /// `SEGEL_*` variables: `SEGEL_LISTEN`, `SEGEL_DATABASE_URL`, `SEGEL_LOCKOUT_SECONDS`, … one
+    /// for every setting (lists comma-separated, e.g. `SEGEL_TRUST=/etc/segel/bsre-root.pem,…`).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let default_path = Path::new("segel.toml");
         let file = match path {
@@ -101,46 +130,54 @@ impl Config {
             None if default_path.exists() => Some(default_path.to_path_buf()),
             None => None,
         };
-        let mut cfg = match &file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
-            }
-            None => Config::default(),
+        let (text, origin) = match &file {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "defaults".to_string()),
         };
-        cfg.apply_env(|k| std::env::var(k).ok())?;
-        Ok(cfg)
+        Self::from_toml_and_env(&text, &origin, |k| std::env::var(k).ok())
     }
 
-    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = get("SEGEL_LISTEN") {
-            self.listen = v;
+    /// The file's settings with the environment's on top, checked as one: an unknown setting,
+    /// a number that is not one, or a wrong type is an error naming where it came from.
+    fn from_toml_and_env(
+        text: &str,
+        origin: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let mut from_env = Vec::new();
+        for (name, kind) in ENV_SETTINGS {
+            let var = format!("SEGEL_{}", name.to_ascii_uppercase());
+            let Some(v) = get(&var) else { continue };
+            let value = match kind {
+                EnvKind::Text => toml::Value::String(v),
+                EnvKind::Number => toml::Value::Integer(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| ConfigError(format!("{var}={v:?} is not a whole number")))?,
+                ),
+                EnvKind::List => toml::Value::Array(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
+                ),
+            };
+            table.insert((*name).into(), value);
+            from_env.push(var);
         }
-        if let Some(v) = get("SEGEL_PUBLIC_URL") {
-            self.public_url = v;
-        }
-        if let Some(v) = get("SEGEL_DATABASE_URL") {
-            self.database_url = v;
-        }
-        if let Some(v) = get("SEGEL_DATA_DIR") {
-            self.data_dir = v.into();
-        }
-        if let Some(v) = get("SEGEL_KEYS_DIR") {
-            self.keys_dir = v.into();
-        }
-        if let Some(v) = get("SEGEL_SEAL_PASSPHRASE") {
-            self.seal_passphrase = Some(Secret::new(v));
-        }
-        if let Some(v) = get("SEGEL_TIME_ZONE") {
-            self.time_zone = v;
-        }
-        if let Some(v) = get("SEGEL_MAX_BODY_BYTES") {
-            self.max_body_bytes = v
-                .parse()
-                .map_err(|_| ConfigError(format!("SEGEL_MAX_BODY_BYTES={v:?} is not a number")))?;
-        }
-        Ok(())
+        let origin = if from_env.is_empty() {
+            origin.to_string()
+        } else {
+            format!("{origin} with {}", from_env.join(", "))
+        };
+        Config::deserialize(table).map_err(|e| ConfigError(format!("{origin}: {e}")))
     }
 
     /// Trust anchors: the configured ones, or the development root.
@@ -159,13 +196,66 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_secrets_do_not_print() {
-        let mut c: Config =
-            toml::from_str("listen = \"0.0.0.0:9\"\nseal_passphrase = \"hush\"").unwrap();
-        assert_eq!(c.listen, "0.0.0.0:9");
-        c.apply_env(|k| (k == "SEGEL_LISTEN").then(|| "127.0.0.1:1".to_string()))
-            .unwrap();
+        let env = |k: &str| match k {
+            "SEGEL_LISTEN" => Some("127.0.0.1:1".to_string()),
+            "SEGEL_LOCKOUT_SECONDS" => Some("90".to_string()),
+            "SEGEL_TRUST" => Some("/etc/segel/a.pem, /etc/segel/b.pem".to_string()),
+            "SEGEL_SEAL_PASSPHRASE" => Some("also hushed".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml_and_env(
+            "listen = \"0.0.0.0:9\"\nseal_passphrase = \"hush\"\npublic_rate_per_minute = 5",
+            "segel.toml",
+            env,
+        )
+        .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.lockout_seconds, 90);
+        assert_eq!(c.public_rate_per_minute, 5, "file settings stay");
+        assert_eq!(
+            c.trust,
+            vec![
+                PathBuf::from("/etc/segel/a.pem"),
+                PathBuf::from("/etc/segel/b.pem")
+            ]
+        );
+        assert_eq!(c.seal_passphrase.as_ref().unwrap().expose(), "also hushed");
         assert!(!format!("{c:?}").contains("hush"));
-        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        let err = Config::from_toml_and_env("nonsense = 1", "segel.toml", |_| None).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = Config::from_toml_and_env("", "defaults", |k| {
+            (k == "SEGEL_MAX_BODY_BYTES").then(|| "50MB".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("SEGEL_MAX_BODY_BYTES"), "{err}");
+    }
+
+    /// Every setting of the file has its `SEGEL_*` variable, and each one takes effect. The
+    /// settings are read off the struct itself: serde names every accepted field when it
+    /// refuses an unknown one, so a setting added later cannot be forgotten here.
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        let probe = toml::Table::from_iter([("no such setting".to_string(), 1.into())]);
+        let refusal = Config::deserialize(probe).unwrap_err().to_string();
+        let mut fields: Vec<&str> = refusal.split('`').skip(3).step_by(2).collect();
+        assert!(fields.contains(&"listen"), "{refusal}");
+        fields.retain(|f| *f != "insecure_fast_kdf");
+        fields.sort();
+        let mut listed: Vec<&str> = ENV_SETTINGS.iter().map(|(n, _)| *n).collect();
+        listed.sort();
+        assert_eq!(fields, listed);
+        let defaults = format!("{:?}", Config::default());
+        for (name, kind) in ENV_SETTINGS {
+            let var = format!("SEGEL_{}", name.to_ascii_uppercase());
+            let value = match kind {
+                EnvKind::Number => "7",
+                _ => "from-env",
+            };
+            let c = Config::from_toml_and_env("", "defaults", |k| {
+                (k == var).then(|| value.to_string())
+            })
+            .unwrap_or_else(|e| panic!("{var}: {e}"));
+            assert_ne!(format!("{c:?}"), defaults, "{var} not applied");
+        }
     }
 }
