@@ -115,7 +115,20 @@ async fn observe(req: Request, next: Next) -> Response {
             s if s.is_server_error() => ("internal", "internal error"),
             _ => ("bad_request", "the request could not be read"),
         };
-        return ApiError::new(status, code, message).into_response();
+        return close_if_unread(ApiError::new(status, code, message).into_response());
+    }
+    close_if_unread(resp)
+}
+
+/// A 413 is answered before the rest of the upload is read, so the connection cannot carry
+/// another request: say so (`Connection: close`, RFC 9110 §7.6.1), so that clients open a new
+/// one instead of reusing it and failing mid-request.
+fn close_if_unread(mut resp: Response) -> Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
     }
     resp
 }

@@ -483,6 +483,8 @@ async fn error_paths(db_url: String) {
     // Too large: 413 JSON.
     let r = app.submit(vec![b'%'; 3 << 20], letter_meta(None)).await;
     assert_eq!(r.status(), 413);
+    // The rest of the upload was never read: the connection is not offered for reuse.
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(err(&r.json().await.unwrap()), "payload_too_large");
     // Unknown route: JSON 404.
     let r = c.get(format!("{b}/api/v1/nothing")).send().await.unwrap();
