@@ -259,13 +259,13 @@ fn run_with(args: KeysArgs, events: &CollectedEvents) -> Result<(), CliError> {
             );
             // The CSR's directory must exist before a key is generated for it.
             let path = csr.unwrap_or_else(|| args.keystore.join(format!("{official}.csr.pem")));
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                if !parent.is_dir() {
-                    return Err(CliError(format!(
-                        "{}: no such directory for the CSR",
-                        parent.display()
-                    )));
-                }
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                return Err(CliError(format!(
+                    "{}: no such directory for the CSR",
+                    parent.display()
+                )));
             }
             let pem = match (hsm_module, hsm_token) {
                 (Some(module), Some(token_label)) => {

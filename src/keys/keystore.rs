@@ -451,11 +451,13 @@ fn certificate_state(
             cert.issuer()
         )));
     };
-    let mut data = crate::trust::revocation::RevocationData::default();
-    data.crls = crls
-        .iter()
-        .map(|c| (c.clone(), crate::trust::RevocationSource::Crl))
-        .collect();
+    let data = crate::trust::revocation::RevocationData {
+        crls: crls
+            .iter()
+            .map(|c| (c.clone(), crate::trust::RevocationSource::Crl))
+            .collect(),
+        ..Default::default()
+    };
     if let crate::trust::RevocationStatus::Revoked { time, .. } =
         crate::trust::revocation::status(leaf, issuer, &data)
     {
