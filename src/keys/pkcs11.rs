@@ -691,6 +691,80 @@ impl fmt::Debug for Pkcs11Key {
     }
 }
 
+/// What the process knows of a key it was asked to open.
+enum Opened {
+    Key(Arc<Pkcs11Key>),
+    /// The token refused this PIN when the key was first opened.
+    PinRefused(String),
+}
+
+/// Which key, and with which PIN: a corrected PIN opens the key afresh.
+#[derive(PartialEq, Eq, Hash)]
+struct KeyAddress {
+    module: PathBuf,
+    token: String,
+    label: Option<String>,
+    id: Option<Vec<u8>>,
+    pin_digest: [u8; 32],
+}
+
+/// The process-wide key for `cfg`, opened (and logged in) on first use.
+///
+/// The service opens an official's key for every approval and every readiness probe. Were each
+/// opening a key of its own, each would log in, keep a session pool of its own, and forget that
+/// the token refused the PIN: a wrong PIN would be tried again on every probe, and a real token
+/// locks its PIN after a few wrong tries. So a key is opened once per module, token, label, id
+/// and PIN; a refused PIN is remembered as refused and not presented again until it changes.
+fn shared_key(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Arc<Pkcs11Key>, KeyError> {
+    static OPENED: OnceLock<Mutex<HashMap<KeyAddress, Opened>>> = OnceLock::new();
+    let address = KeyAddress {
+        module: cfg
+            .module
+            .canonicalize()
+            .unwrap_or_else(|_| cfg.module.clone()),
+        token: cfg.token_label.clone(),
+        label: cfg.key_label.clone(),
+        id: cfg.key_id.clone(),
+        pin_digest: {
+            let d = ring::digest::digest(&ring::digest::SHA256, cfg.pin.0.as_bytes());
+            d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+        },
+    };
+    // Held while opening: two first uses of one key must not both log in (or both present a
+    // wrong PIN). Openings are rare — once per key and PIN in the life of the process.
+    let mut opened = lock(OPENED.get_or_init(Default::default));
+    match opened.get(&address) {
+        Some(Opened::Key(key)) => {
+            // Still there? One round trip, which also re-finds a key whose handle went stale
+            // and reconnects a lost login — so opening fails, as a first opening would, when
+            // the token or the key is gone.
+            let key = key.clone();
+            drop(opened);
+            key.health()?;
+            return Ok(key);
+        }
+        Some(Opened::PinRefused(why)) => {
+            return Err(KeyError::Unavailable(format!(
+                "{why}; not presenting the same PIN again (correct the PIN source)"
+            )));
+        }
+        None => {}
+    }
+    match Pkcs11Key::open_fresh(cfg, leaf_public) {
+        Ok(key) => {
+            let key = Arc::new(key);
+            opened.insert(address, Opened::Key(key.clone()));
+            Ok(key)
+        }
+        Err((e, pin_refused)) => {
+            if pin_refused {
+                opened.insert(address, Opened::PinRefused(e.to_string()));
+            }
+            Err(e)
+        }
+    }
+}
+
 impl Pkcs11Key {
     /// Find the key described by `cfg`, logging in to its token.
     ///
@@ -698,20 +772,36 @@ impl Pkcs11Key {
     /// the private key itself (RSA modulus, v3.0 `CKA_PUBLIC_KEY_INFO`), or from a certificate
     /// object with the same `CKA_ID`.
     #[tracing::instrument(skip_all, fields(token = %cfg.token_label))]
-    pub fn open(cfg: Pkcs11Config) -> Result<Pkcs11Key, KeyError> {
+    pub fn open(cfg: Pkcs11Config) -> Result<Arc<Pkcs11Key>, KeyError> {
         Self::open_inner(cfg, None)
     }
 
     /// As [`Pkcs11Key::open`]; an EC key whose public key the token does not expose is accepted
     /// with `leaf_public` once a test signature verifies under it.
-    fn open_inner(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Pkcs11Key, KeyError> {
+    ///
+    /// Keys are shared within the process (see [`shared_key`]): the first opening logs in, later
+    /// ones get the same key, its session pool and its memory of a refused PIN.
+    fn open_inner(
+        cfg: Pkcs11Config,
+        leaf_public: Option<&[u8]>,
+    ) -> Result<Arc<Pkcs11Key>, KeyError> {
+        shared_key(cfg, leaf_public)
+    }
+
+    /// Log in and find the key, without the process-wide sharing. The error says whether the
+    /// token refused the PIN.
+    fn open_fresh(
+        cfg: Pkcs11Config,
+        leaf_public: Option<&[u8]>,
+    ) -> Result<Pkcs11Key, (KeyError, bool)> {
         if cfg.key_label.is_none() && cfg.key_id.is_none() {
-            return Err(KeyError::Unsupported(
-                "PKCS#11: set the key label or the key id".into(),
+            return Err((
+                KeyError::Unsupported("PKCS#11: set the key label or the key id".into()),
+                false,
             ));
         }
         let token = cfg.token_label.clone();
-        let ctx = context(&cfg.module)?;
+        let ctx = context(&cfg.module).map_err(|e| (e, false))?;
         let opened = (|| {
             let slot = find_slot(&ctx, &cfg.token_label)?;
             let session = open_session(&ctx, slot, &cfg.pin, false)?;
@@ -739,7 +829,10 @@ impl Pkcs11Key {
             check_mechanisms(&ctx, slot, kind)?;
             Ok((slot, session, key, kind, public))
         })();
-        let (slot, session, key, kind, public) = opened.map_err(|f| f.into_key_error(&token))?;
+        let (slot, session, key, kind, public) = opened.map_err(|f| {
+            let pin_refused = matches!(f, Fault::Pin(_));
+            (f.into_key_error(&token), pin_refused)
+        })?;
         Ok(Pkcs11Key {
             ctx,
             kind,
@@ -1115,7 +1208,7 @@ impl Pkcs11Signer {
         }
         Ok(Pkcs11Signer {
             algorithm: key.signature_algorithm(pss),
-            key: Arc::new(key),
+            key,
             chain,
         })
     }
@@ -1286,7 +1379,7 @@ pub struct Pkcs11RcgenKey {
 impl Pkcs11RcgenKey {
     /// Open the key described by `cfg` (no certificate needed).
     pub fn open(cfg: Pkcs11Config) -> Result<Self, KeyError> {
-        Ok(Self::new(Arc::new(Pkcs11Key::open(cfg)?)))
+        Ok(Self::new(Pkcs11Key::open(cfg)?))
     }
 
     /// Wrap an open key, e.g. [`Pkcs11Signer::key`].

@@ -251,8 +251,12 @@ fn softhsm2_token_keys_sign_pades() {
         "generate_key with a wrong PIN",
     );
     assert!(m.contains("CKR_PIN_INCORRECT"), "{m}");
-    let m = unavailable(Pkcs11Key::open(wrong), "open with a wrong PIN");
+    let m = unavailable(Pkcs11Key::open(wrong.clone()), "open with a wrong PIN");
     assert!(m.contains("PIN") && m.contains("CKR_PIN_INCORRECT"), "{m}");
+    // The refused PIN is remembered: presenting it again (every readiness probe would) could
+    // lock a real token's PIN, so the token is not asked again.
+    let m = unavailable(Pkcs11Key::open(wrong), "the same wrong PIN again");
+    assert!(m.contains("not presenting the same PIN again"), "{m}");
     let env_pin = Pin::from_source(&PinSource::Env(PIN_VAR.into())).unwrap();
     assert!(!format!("{env_pin:?}").contains(USER_PIN));
     let m = unavailable(
@@ -458,7 +462,18 @@ fn softhsm2_token_keys_sign_pades() {
         assert_eq!(public.len(), 1);
         session.destroy_object(public[0]).unwrap();
     }
-    let p384 = Pkcs11Signer::open(cfg("p384"), p384_chain.clone(), false).unwrap();
+    // Without a certificate nothing tells the key's public half. (Label and id together: an
+    // address this process has not opened yet — keys it has opened are shared, see below.)
+    let by_label_and_id = || Pkcs11Config {
+        key_id: Some(vec![3]),
+        ..cfg("p384")
+    };
+    let r = Pkcs11Key::open(by_label_and_id());
+    assert!(
+        matches!(r, Err(KeyError::Unsupported(_))),
+        "no public key anywhere: {r:?}"
+    );
+    let p384 = Pkcs11Signer::open(by_label_and_id(), p384_chain.clone(), false).unwrap();
     let sig = p384.sign(b"no public key object").unwrap();
     verify_with_cert(
         p384.algorithm(),
@@ -473,11 +488,10 @@ fn softhsm2_token_keys_sign_pades() {
         matches!(r, Err(KeyError::CertificateMismatch)),
         "another P-384 key: {r:?}"
     );
-    let r = Pkcs11Key::open(cfg("p384"));
-    assert!(
-        matches!(r, Err(KeyError::Unsupported(_))),
-        "no public key anywhere: {r:?}"
-    );
+    // Once the certificate proved it, the process shares that one key: later openings (the next
+    // approval, a readiness probe) get the same key, its sessions and its login.
+    let again = Pkcs11Key::open(by_label_and_id()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&again, p384.key()));
 
     // --- Logged out behind the signers' backs: C_Logout through a second context on the same
     // module logs out every session of this process. The next call logs in again by itself.
