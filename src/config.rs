@@ -60,6 +60,28 @@ pub struct Config {
     pub audit_checkpoint_every: u64,
     /// Use cheap Argon2 parameters for demo keys (tests only).
     pub insecure_fast_kdf: bool,
+    /// The organisation seal key in a PKCS#11 token (`[seal_hsm]`), instead of a keystore
+    /// record `seal` or `keys_dir/seal.key.pem`.
+    pub seal_hsm: Option<HsmKey>,
+}
+
+/// A key in a PKCS#11 token (an HSM), with the certificate chain that goes with it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmKey {
+    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// `CK_TOKEN_INFO.label` of the token.
+    pub token_label: String,
+    /// `CKA_LABEL` of the private key; `key_label`, `key_id` or both.
+    pub key_label: Option<String>,
+    /// `CKA_ID` of the private key, in hex.
+    pub key_id: Option<String>,
+    /// The user PIN: the environment variable that holds it, or a file whose first line it is.
+    pub pin_env: Option<String>,
+    pub pin_file: Option<PathBuf>,
+    /// PEM: the key's certificate first, then its CA certificates.
+    pub chain: PathBuf,
 }
 
 impl Default for Config {
@@ -81,6 +103,7 @@ impl Default for Config {
             public_rate_per_minute: 600,
             audit_checkpoint_every: 100,
             insecure_fast_kdf: false,
+            seal_hsm: None,
         }
     }
 }
@@ -100,7 +123,8 @@ enum EnvKind {
 }
 
 /// Every setting of the file, overridable as `SEGEL_` + its name in capitals — except
-/// `insecure_fast_kdf`, which only tests may set, and only in code.
+/// `insecure_fast_kdf`, which only tests may set, and only in code, and the `[seal_hsm]` table,
+/// which is set in the file (its PIN comes from the variable or file the table names).
 const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("listen", EnvKind::Text),
     ("public_url", EnvKind::Text),
@@ -239,7 +263,7 @@ mod tests {
         let refusal = Config::deserialize(probe).unwrap_err().to_string();
         let mut fields: Vec<&str> = refusal.split('`').skip(3).step_by(2).collect();
         assert!(fields.contains(&"listen"), "{refusal}");
-        fields.retain(|f| *f != "insecure_fast_kdf");
+        fields.retain(|f| !["insecure_fast_kdf", "seal_hsm"].contains(f));
         fields.sort();
         let mut listed: Vec<&str> = ENV_SETTINGS.iter().map(|(n, _)| *n).collect();
         listed.sort();

@@ -33,6 +33,48 @@ fn pem_signer(dir: &Path, stem: &str) -> Result<SoftwareSigner, StartError> {
     SoftwareSigner::from_pem(&key, chain, false).map_err(err(stem))
 }
 
+/// The organisation seal in a PKCS#11 token, as `[seal_hsm]` describes it.
+fn hsm_signer(h: &crate::config::HsmKey) -> Result<Arc<dyn Signer>, StartError> {
+    use crate::keys::pkcs11::{Pin, PinSource, Pkcs11Config, Pkcs11Signer};
+    let source = match (&h.pin_env, &h.pin_file) {
+        (Some(var), None) => PinSource::Env(var.clone()),
+        (None, Some(file)) => PinSource::File(file.clone()),
+        _ => {
+            return Err(StartError(
+                "seal_hsm: give exactly one of pin_env and pin_file".into(),
+            ));
+        }
+    };
+    let key_id = match &h.key_id {
+        Some(hex) => Some(
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect::<Option<Vec<u8>>>()
+                .filter(|_| hex.len() % 2 == 0)
+                .ok_or_else(|| StartError(format!("seal_hsm: key_id {hex:?} is not hex")))?,
+        ),
+        None => None,
+    };
+    let chain = load_certificates_pem(
+        &std::fs::read(&h.chain).map_err(err(&format!("seal_hsm chain {}", h.chain.display())))?,
+    )
+    .map_err(err("seal_hsm chain"))?;
+    let cfg = Pkcs11Config {
+        module: h.module.clone(),
+        token_label: h.token_label.clone(),
+        key_label: h.key_label.clone(),
+        key_id,
+        pin: Pin::from_source(&source).map_err(err("seal_hsm"))?,
+    };
+    Ok(Arc::new(
+        Pkcs11Signer::open(cfg, chain, false).map_err(err("seal key in the HSM"))?,
+    ))
+}
+
 /// Build the workflow (everything but HTTP).
 pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow>, StartError> {
     let cfg = Arc::new(cfg);
@@ -60,10 +102,12 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
     if cfg.crls.is_empty() && dev_crl.exists() {
         trust.add_crl(&dev_crl).map_err(err("CRL"))?;
     }
-    // The seal key: an official-style keystore record "seal" unlocked once with the configured
-    // passphrase, else the PEM key of the configured PKI directory.
-    let seal: Arc<dyn Signer> = match keys.get("seal") {
-        Ok(_) => {
+    // The seal key: in the HSM named by `[seal_hsm]`; else an official-style keystore record
+    // "seal" unlocked once with the configured passphrase; else the PEM key of the configured
+    // PKI directory. Whichever it is must be fit to sign: valid now, not revoked.
+    let seal: Arc<dyn Signer> = match (&cfg.seal_hsm, keys.get("seal")) {
+        (Some(h), _) => hsm_signer(h)?,
+        (None, Ok(_)) => {
             let pass = match (&cfg.seal_passphrase, &cfg.seal_passphrase_file) {
                 (Some(p), _) => p.expose().to_string(),
                 (None, Some(f)) => std::fs::read_to_string(f).map_err(err("seal_passphrase_file"))?.trim_end().to_string(),
@@ -79,8 +123,10 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
             )
             .map_err(err("seal key"))?
         }
-        Err(_) => Arc::new(pem_signer(&cfg.keys_dir, "seal")?),
+        (None, Err(_)) => Arc::new(pem_signer(&cfg.keys_dir, "seal")?),
     };
+    keys.check_signing_chain(seal.certificate_chain(), clock.now(), &trust.crls)
+        .map_err(err("seal key"))?;
     let tsa_signer = Arc::new(pem_signer(&cfg.keys_dir, "tsa")?);
     let tsa = Arc::new(
         crate::cms::BuiltinTsa::new(tsa_signer, crate::cms::tsp::DEV_TSA_POLICY, clock.clone())

@@ -187,6 +187,11 @@ pub struct BuiltinTsa {
 pub const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.32473.7345.1";
 
 impl BuiltinTsa {
+    /// The TSA's certificate first, then its CAs.
+    pub fn certificate_chain(&self) -> &[Vec<u8>] {
+        self.signer.certificate_chain()
+    }
+
     /// A TSA signing with `signer` (whose certificate must carry a critical timeStamping EKU).
     pub fn new(
         signer: Arc<dyn Signer>,

@@ -29,6 +29,7 @@ pub fn certificate_days(st: &AppState) -> Vec<(String, i64)> {
     };
     for (name, chain) in [
         ("seal", st.wf.seal.certificate_chain()),
+        ("tsa", st.wf.tsa.certificate_chain()),
         ("auditor", st.wf.auditor.certificate_chain()),
     ] {
         if let Some(d) = chain.first().and_then(|c| days(c)) {
@@ -58,7 +59,13 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if let Err(e) = sqlx::query("SELECT 1").execute(&st.wf.db.pool).await {
         problems.push(format!("database: {e}"));
     }
-    // Keys in an HSM: the token must be reachable and logged in.
+    // Keys in an HSM: the token must be reachable and logged in — the seal's, and officials'.
+    let seal = st.wf.seal.clone();
+    match tokio::task::spawn_blocking(move || seal.health()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("seal key: {e}")),
+        Err(e) => problems.push(format!("seal key: {e}")),
+    }
     if let Ok(records) = st.wf.keys.list() {
         for r in records.into_iter().filter(|r| !r.disabled) {
             if let Some(cfg) = crate::keys::keystore::hsm_config(&r.location) {

@@ -506,6 +506,21 @@ impl FileKeyStore {
     }
 
     /// The caller's CRLs plus the current contents of the watched CRL files.
+    /// The lifecycle check of officials' keys, for a key kept elsewhere (the organisation seal
+    /// in an HSM or a PEM file): `chain[0]` must be valid at `now`, come with its issuer's
+    /// certificate, and not be revoked by `crls` or the CRL files this store watches.
+    pub fn check_signing_chain(
+        &self,
+        chain: &[Vec<u8>],
+        now: OffsetDateTime,
+        crls: &[Vec<u8>],
+    ) -> Result<(), KeyError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| KeyError::Certificate("no certificate for the key".into()))?;
+        check_certificate_state(leaf, now, chain, &self.effective_crls(crls))
+    }
+
     fn effective_crls(&self, given: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut all = given.to_vec();
         if let Some(files) = &self.crl_files {

@@ -123,6 +123,11 @@ pub trait Signer: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
     /// An upper bound of the signature value's length, for sizing placeholders.
     fn max_signature_len(&self) -> usize;
+    /// Whether the key can sign now, for readiness probes: a key in process memory always can;
+    /// a key in a token can when the token is reachable and logged in.
+    fn health(&self) -> Result<(), KeyError> {
+        Ok(())
+    }
 }
 
 impl<T: Signer + ?Sized> Signer for std::sync::Arc<T> {
@@ -137,6 +142,9 @@ impl<T: Signer + ?Sized> Signer for std::sync::Arc<T> {
     }
     fn max_signature_len(&self) -> usize {
         (**self).max_signature_len()
+    }
+    fn health(&self) -> Result<(), KeyError> {
+        (**self).health()
     }
 }
 

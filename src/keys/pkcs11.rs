@@ -1245,6 +1245,10 @@ impl Signer for Pkcs11Signer {
             KeyKind::Ec(Curve::P384) => 104,
         }
     }
+
+    fn health(&self) -> Result<(), KeyError> {
+        self.key.health()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

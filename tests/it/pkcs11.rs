@@ -36,7 +36,7 @@ const USER_PIN: &str = "5678";
 const PIN_VAR: &str = "SEGEL_TEST_PKCS11_PIN";
 
 /// Where Debian/Ubuntu (and a source build) put the SoftHSM2 module.
-fn softhsm_module() -> PathBuf {
+pub(crate) fn softhsm_module() -> PathBuf {
     let candidates = [
         "/usr/lib/softhsm/libsofthsm2.so",
         "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
@@ -52,7 +52,7 @@ fn softhsm_module() -> PathBuf {
         })
 }
 
-fn softhsm_util(conf: &Path, args: &[&str]) -> String {
+pub(crate) fn softhsm_util(conf: &Path, args: &[&str]) -> String {
     let out = Command::new("softhsm2-util")
         .args(args)
         .env("SOFTHSM2_CONF", conf)
