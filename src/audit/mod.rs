@@ -342,9 +342,10 @@ pub async fn checkpoint(
     store_checkpoint(db, signer, head.seq, &head.hash, at_millis).await
 }
 
-/// Sign a checkpoint at the largest multiple of `every` the log has reached, unless one exists
-/// there already (several instances may race for it; one wins). Call it after commits. `None`
-/// when nothing was signed; `every == 0` disables checkpoints.
+/// Sign a checkpoint at every multiple of `every` the log has reached since the last one — a
+/// batch of letters can carry the head past several at once — unless one exists there already
+/// (several instances may race for it; one wins). Call it after commits. Returns the highest
+/// seq signed, `None` when nothing was signed; `every == 0` disables checkpoints.
 pub async fn maybe_checkpoint(
     db: &Db,
     signer: &dyn Signer,
@@ -362,23 +363,31 @@ pub async fn maybe_checkpoint(
     if target == 0 {
         return Ok(None);
     }
-    let exists = sqlx::query("SELECT seq FROM audit_checkpoints WHERE seq = $1")
-        .bind(target)
-        .fetch_optional(&db.pool)
-        .await?;
-    if exists.is_some() {
-        return Ok(None);
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_checkpoints WHERE seq <= $1 AND seq % $2 = 0",
+    )
+    .bind(target)
+    .bind(every)
+    .fetch_one(&db.pool)
+    .await?;
+    let mut signed = None;
+    let mut seq = last.map_or(every, |l| l + every);
+    while seq <= target {
+        let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&db.pool)
+            .await?
+            .ok_or_else(|| AuditError::Corrupt {
+                seq,
+                reason: "missing while the head is past it".into(),
+            })?;
+        let hash: String = row.try_get("hash")?;
+        if let Some(s) = store_checkpoint(db, signer, seq, &hash, at_millis).await? {
+            signed = Some(s);
+        }
+        seq += every;
     }
-    let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
-        .bind(target)
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or_else(|| AuditError::Corrupt {
-            seq: target,
-            reason: "missing while the head is past it".into(),
-        })?;
-    let hash: String = row.try_get("hash")?;
-    store_checkpoint(db, signer, target, &hash, at_millis).await
+    Ok(signed)
 }
 
 async fn store_checkpoint(
@@ -569,6 +578,61 @@ mod tests {
         }
         assert_eq!(heads[0], heads[1]);
         assert_eq!(heads[1].seq, 300);
+    }
+
+    /// A batch that carries the head past several multiples of N gets a checkpoint at each.
+    #[tokio::test]
+    async fn checkpoints_are_not_skipped_by_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example");
+        let auditor = crate::keys::SoftwareSigner::from_pem(
+            &std::fs::read(root.join("auditor.key.pem")).unwrap(),
+            crate::keys::load_certificates_pem(
+                &std::fs::read(root.join("auditor.chain.pem")).unwrap(),
+            )
+            .unwrap(),
+            false,
+        )
+        .unwrap();
+        let entry = NewEntry {
+            actor_kind: ActorKind::System,
+            actor_id: "test".into(),
+            action: "document.sealed".into(),
+            document_id: None,
+            details: serde_json::json!({}),
+        };
+        let batch = |n: usize| {
+            let db = db.clone();
+            let entry = entry.clone();
+            async move {
+                let timed: Vec<(i64, &NewEntry)> = (0..n).map(|_| (1, &entry)).collect();
+                let mut tx = db.begin_write().await.unwrap();
+                append_all(&mut tx, db.backend, &timed).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        batch(250).await;
+        assert_eq!(
+            maybe_checkpoint(&db, &auditor, 100, 2).await.unwrap(),
+            Some(200)
+        );
+        batch(40).await;
+        assert_eq!(maybe_checkpoint(&db, &auditor, 100, 3).await.unwrap(), None);
+        batch(80).await;
+        assert_eq!(
+            maybe_checkpoint(&db, &auditor, 100, 4).await.unwrap(),
+            Some(300)
+        );
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(seqs, vec![100, 200, 300]);
+        let report = verify::verify(&db, None).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.checkpoints, 3);
     }
 
     #[test]
