@@ -76,11 +76,15 @@ fn hsm_signer(h: &crate::config::HsmKey) -> Result<Arc<dyn Signer>, StartError> 
 }
 
 /// Build the workflow (everything but HTTP).
-pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow>, StartError> {
+pub async fn workflow(mut cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow>, StartError> {
+    // Used once, below, to unlock the seal key; not kept in the configuration every request
+    // can see for the life of the process.
+    let seal_passphrase = cfg.seal_passphrase.take();
     let cfg = Arc::new(cfg);
     let db = Db::connect(&cfg.database_url)
         .await
         .map_err(err("database"))?;
+    db.guard_audit_log().await.map_err(err("audit log"))?;
     let blobs =
         Arc::new(PackBlobStore::open(cfg.data_dir.join("blobs")).map_err(err("blob store"))?);
     let keys = Arc::new(
@@ -108,7 +112,7 @@ pub async fn workflow(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Workflow
     let seal: Arc<dyn Signer> = match (&cfg.seal_hsm, keys.get("seal")) {
         (Some(h), _) => hsm_signer(h)?,
         (None, Ok(_)) => {
-            let pass = match (&cfg.seal_passphrase, &cfg.seal_passphrase_file) {
+            let pass = match (&seal_passphrase, &cfg.seal_passphrase_file) {
                 (Some(p), _) => p.expose().to_string(),
                 (None, Some(f)) => std::fs::read_to_string(f).map_err(err("seal_passphrase_file"))?.trim_end().to_string(),
                 (None, None) => return Err(StartError("the seal key is in the keystore: set SEGEL_SEAL_PASSPHRASE or seal_passphrase_file".into())),

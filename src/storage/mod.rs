@@ -90,6 +90,47 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// Make `audit_log` append-only: from then on an `UPDATE` or `DELETE` of its rows (and on
+    /// PostgreSQL a `TRUNCATE`) fails, whoever sends it. The service does this at every start.
+    ///
+    /// Kept out of the shared migrations because the two databases spell triggers differently.
+    /// It stops mistakes and ordinary database users, not the database's owner, who can drop a
+    /// trigger: against that, the hash chain and the signed checkpoints show what was changed.
+    pub async fn guard_audit_log(&self) -> Result<(), StorageError> {
+        match self.backend {
+            Backend::Sqlite => {
+                for op in ["UPDATE", "DELETE"] {
+                    sqlx::query(&format!(
+                        "CREATE TRIGGER IF NOT EXISTS audit_log_append_only_{} BEFORE {op} ON audit_log \
+                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+                        op.to_ascii_lowercase()
+                    ))
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+            Backend::Postgres => {
+                // Instances starting together would race on CREATE OR REPLACE; one at a time.
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7365676501)")
+                    .execute(&mut *tx)
+                    .await?;
+                for statement in [
+                    "CREATE OR REPLACE FUNCTION segel_audit_log_append_only() RETURNS trigger \
+                     LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+                    "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log \
+                     FOR EACH ROW EXECUTE FUNCTION segel_audit_log_append_only()",
+                    "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log \
+                     FOR EACH STATEMENT EXECUTE FUNCTION segel_audit_log_append_only()",
+                ] {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite so two writers never deadlock on the
     /// upgrade from a read lock; a plain transaction on PostgreSQL (appends lock `audit_head`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, StorageError> {

@@ -1,5 +1,6 @@
 //! Many letters sealed at once, on SQLite and PostgreSQL: the group commit records every one
-//! (document row, audit entry, blob) exactly once, and what it stored is what was answered.
+//! (document row, audit entry, blob) exactly once, and what it stored is what was answered;
+//! the audit log refuses changes.
 
 use crate::common::*;
 use crate::db;
@@ -116,6 +117,21 @@ async fn concurrent_seals(db_url: String) {
         .collect();
     audited.sort();
     assert_eq!(audited, ids);
+    // The service made the log append-only: rows cannot be changed or removed through SQL.
+    let mut refused = vec![
+        r#"UPDATE audit_log SET details = '{"forged":true}' WHERE seq = 1"#,
+        "DELETE FROM audit_log WHERE seq = 1",
+    ];
+    if db_url.starts_with("postgres") {
+        refused.push("TRUNCATE audit_log");
+    }
+    for statement in refused {
+        let e = sqlx::query(statement)
+            .execute(&url.pool)
+            .await
+            .expect_err(statement);
+        assert!(e.to_string().contains("append-only"), "{statement}: {e}");
+    }
     let o = audit_verify(&db_url).await;
     assert_eq!(
         o.status.code(),
