@@ -56,6 +56,9 @@ pub struct Config {
     pub seal_passphrase_file: Option<PathBuf>,
     /// Public requests per client address per minute.
     pub public_rate_per_minute: u32,
+    /// Reverse proxies in front of Segel (their addresses): for requests from them, the client
+    /// address is taken from `X-Forwarded-For`. Empty: the header is never read.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Audit checkpoint every N entries.
     pub audit_checkpoint_every: u64,
     /// Use cheap Argon2 parameters for demo keys (tests only).
@@ -101,6 +104,7 @@ impl Default for Config {
             seal_passphrase: None,
             seal_passphrase_file: None,
             public_rate_per_minute: 600,
+            trusted_proxies: vec![],
             audit_checkpoint_every: 100,
             insecure_fast_kdf: false,
             seal_hsm: None,
@@ -140,6 +144,7 @@ const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("seal_passphrase", EnvKind::Text),
     ("seal_passphrase_file", EnvKind::Text),
     ("public_rate_per_minute", EnvKind::Number),
+    ("trusted_proxies", EnvKind::List),
     ("audit_checkpoint_every", EnvKind::Number),
 ];
 
@@ -271,8 +276,9 @@ mod tests {
         let defaults = format!("{:?}", Config::default());
         for (name, kind) in ENV_SETTINGS {
             let var = format!("SEGEL_{}", name.to_ascii_uppercase());
-            let value = match kind {
-                EnvKind::Number => "7",
+            let value = match (name, kind) {
+                (_, EnvKind::Number) => "7",
+                (&"trusted_proxies", _) => "192.0.2.1",
                 _ => "from-env",
             };
             let c = Config::from_toml_and_env("", "defaults", |k| {

@@ -428,10 +428,14 @@ impl Application {
             .await
             .map_err(err(&listen))?;
         let port = listener.local_addr().map_err(err("listener"))?.port();
+        let limiter = Arc::new(crate::http::RateLimiter::new(
+            per_minute,
+            wf.cfg.trusted_proxies.clone(),
+        ));
         let state = crate::http::AppState {
             wf,
             metrics: crate::http::prometheus(),
-            limiter: Arc::new(crate::http::RateLimiter::new(per_minute)),
+            limiter,
         };
         Ok(Application {
             port,

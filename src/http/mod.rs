@@ -34,14 +34,40 @@ pub struct AppState {
 pub struct RateLimiter {
     per_minute: f64,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(per_minute: u32, trusted_proxies: Vec<IpAddr>) -> Self {
         RateLimiter {
             per_minute: f64::from(per_minute.max(1)),
             buckets: Mutex::default(),
+            trusted_proxies,
         }
+    }
+
+    /// The client a request counts against. Behind a reverse proxy every request comes from
+    /// the proxy, so when `peer` is a trusted proxy the client is the rightmost address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
+    /// received the request from; anything left of that was written by the client and proves
+    /// nothing). From any other peer the header is ignored: it could say anything.
+    fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().parse::<IpAddr>())
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        hops.into_iter()
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer)
     }
 
     fn allow(&self, ip: IpAddr) -> bool {
@@ -71,7 +97,10 @@ async fn rate_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    if st.limiter.allow(addr.ip()) {
+    if st
+        .limiter
+        .allow(st.limiter.client(addr.ip(), req.headers()))
+    {
         next.run(req).await
     } else {
         ApiError::new(
@@ -203,4 +232,44 @@ pub fn spawn_webhook_worker(wf: Arc<Workflow>) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let inner: IpAddr = "10.0.0.3".parse().unwrap();
+        let limiter = RateLimiter::new(10, vec![proxy, inner]);
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // One proxy; a client that wrote its own header first gains nothing by it.
+        let h = forwarded(&["198.51.100.1, 203.0.113.7"]);
+        assert_eq!(limiter.client(proxy, &h), client);
+        // Two trusted proxies, the header split over two lines.
+        let h = forwarded(&["203.0.113.7", "10.0.0.3"]);
+        assert_eq!(limiter.client(proxy, &h), client);
+        // No header, or one that does not parse: the proxy itself.
+        assert_eq!(limiter.client(proxy, &HeaderMap::new()), proxy);
+        assert_eq!(limiter.client(proxy, &forwarded(&["unknown"])), proxy);
+        // From anyone else the header is ignored.
+        let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(
+            limiter.client(stranger, &forwarded(&["203.0.113.7"])),
+            stranger
+        );
+        // With no trusted proxies configured, never read.
+        let plain = RateLimiter::new(10, vec![]);
+        assert_eq!(plain.client(proxy, &forwarded(&["203.0.113.7"])), proxy);
+    }
 }

@@ -732,6 +732,48 @@ async fn rate_limit_cookie_and_credentials_file() {
     assert_eq!(status, 200);
 }
 
+/// Behind a reverse proxy, each client has its own allowance; a client talking to Segel
+/// directly cannot escape its allowance by writing X-Forwarded-For itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_client_behind_a_trusted_proxy() {
+    let public = |app: &TestApp, forwarded: &str| {
+        app.client
+            .get(format!("{}/api/v1/public/AAAAAAAAAAAAAAAAAAAAAA", app.base))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    // Not a trusted proxy: the header is ignored, every request counts against 127.0.0.1.
+    let dir = tempdir();
+    let mut cfg = config(&db::sqlite_url(dir.path()), dir.path());
+    cfg.public_rate_per_minute = 2;
+    let app = spawn(cfg).await;
+    for (n, client) in ["203.0.113.7", "203.0.113.8", "203.0.113.9"]
+        .iter()
+        .enumerate()
+    {
+        let r = public(&app, client).await.unwrap();
+        assert_eq!(r.status(), if n < 2 { 404 } else { 429 }, "request {n}");
+    }
+    drop(app);
+
+    // 127.0.0.1 is the trusted proxy: clients are told apart by the address it forwards.
+    let dir = tempdir();
+    let mut cfg = config(&db::sqlite_url(dir.path()), dir.path());
+    cfg.public_rate_per_minute = 2;
+    cfg.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let app = spawn(cfg).await;
+    for _ in 0..2 {
+        assert_eq!(public(&app, "203.0.113.7").await.unwrap().status(), 404);
+    }
+    let r = public(&app, "203.0.113.7").await.unwrap();
+    assert_eq!(r.status(), 429);
+    // A spoofed first hop does not help the same client…
+    let r = public(&app, "198.51.100.1, 203.0.113.7").await.unwrap();
+    assert_eq!(r.status(), 429);
+    // …and another client still has its allowance.
+    assert_eq!(public(&app, "203.0.113.8").await.unwrap().status(), 404);
+}
+
 /// `/readyz` answers 503 naming the database once it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_without_the_database_on_postgres() {
