@@ -64,11 +64,11 @@ fn pss_hash(params: Option<&der::Any>) -> Option<DigestKind> {
     if der.get(content_start) != Some(&0xA0) {
         return Some(DigestKind::Sha1);
     }
+    // [0] with a short-form length; the parameters are any bytes the signer wrote, so the
+    // length is checked against what is there.
     let inner = content_start + 2;
-    let alg = spki::AlgorithmIdentifierOwned::from_der(
-        &der[inner..inner + usize::from(*der.get(content_start + 1)?)],
-    )
-    .ok()?;
+    let inner_len = usize::from(*der.get(content_start + 1)?);
+    let alg = spki::AlgorithmIdentifierOwned::from_der(der.get(inner..inner + inner_len)?).ok()?;
     DigestKind::from_oid(&alg.oid)
 }
 

@@ -4,6 +4,7 @@ mod audit;
 mod bsre;
 mod common;
 mod db;
+mod fuzz_smoke;
 mod hsm_seal;
 mod keys;
 mod openapi;

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Fill fuzz/corpus/<target>/ with seeds made from fixtures/ (the corpus is not committed).
+
+    python3 fuzz/seed-corpus.py        # from the crate root or from fuzz/
+
+pdf_parse, verify_pdf: every fixture PDF.
+cms_parse:  the /Contents of every signed fixture (CMS SignedData, DER and BER, with
+            time-stamp tokens and adbe revocation archival), trimmed of zero padding.
+revocation: certificate + issuer + CRL / OCSP response from fixtures/pki, in the part format of
+            segel_fuzz::split_parts; the OCSP responses are made here with the openssl CLI,
+            signed by the fixture intermediate CA (test keys, see fixtures/NOTES.md).
+anchor:     the content streams of the fixture letters, after the anchor `${ttd}`.
+Needs python3 (stdlib) and, for the OCSP seeds, openssl 3.
+"""
+
+import base64
+import hashlib
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import zlib
+
+FUZZ = pathlib.Path(__file__).resolve().parent
+ROOT = FUZZ.parent
+FIXTURES = ROOT / "fixtures"
+PKI = FIXTURES / "pki"
+CORPUS = FUZZ / "corpus"
+
+
+def put(target, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha1(data).hexdigest()).write_bytes(data)
+
+
+def der_len(data):
+    """Length of the first DER TLV (None when indefinite or malformed)."""
+    if len(data) < 2:
+        return None
+    n = data[1]
+    if n < 0x80:
+        return 2 + n
+    k = n & 0x7F
+    if k == 0 or len(data) < 2 + k:
+        return None
+    return 2 + k + int.from_bytes(data[2 : 2 + k], "big")
+
+
+def pem_der(path):
+    text = path.read_text()
+    body = re.search(r"-----BEGIN [^-]+-----(.*?)-----END", text, re.S).group(1)
+    return base64.b64decode("".join(body.split()))
+
+
+def part(kind, data):
+    return bytes([kind]) + len(data).to_bytes(2, "big") + data
+
+
+def pdf_seeds():
+    pdfs = sorted(FIXTURES.rglob("*.pdf"))
+    for p in pdfs:
+        data = p.read_bytes()
+        put("pdf_parse", data)
+        put("verify_pdf", data)
+    return pdfs
+
+
+def cms_seeds(pdfs):
+    for p in pdfs:
+        for m in re.finditer(rb"/Contents\s*<([0-9A-Fa-f]+)>", p.read_bytes()):
+            raw = bytes.fromhex(m.group(1).decode())
+            n = der_len(raw)
+            if n is None:  # BER with indefinite lengths: keep it whole, trimmed of padding
+                raw = raw.rstrip(b"\0") + b"\0\0"
+            elif n <= len(raw):
+                raw = raw[:n]
+            if len(raw) > 16:
+                put("cms_parse", raw)
+
+
+def ocsp_responses(tmp):
+    """(certificate file, DER OCSPResponse) made by the fixture intermediate CA."""
+    if shutil.which("openssl") is None:
+        return []
+    ca = PKI / "intermediate-ca.cert.pem"
+    key = PKI / "intermediate-ca.key.pem"
+    index = tmp / "index.txt"
+    lines = []
+    out = []
+    for name, state in [("signer-rsa", "V"), ("signer-revoked", "R")]:
+        cert = PKI / f"{name}.cert.pem"
+        serial = subprocess.run(
+            ["openssl", "x509", "-in", cert, "-noout", "-serial"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().split("=")[1]
+        rev = "250101000000Z" if state == "R" else ""
+        lines.append(f"{state}\t991231235959Z\t{rev}\t{serial}\tunknown\t/CN={name}\n")
+    index.write_text("".join(lines))
+    for name in ["signer-rsa", "signer-revoked"]:
+        cert = PKI / f"{name}.cert.pem"
+        req, resp = tmp / f"{name}.req", tmp / f"{name}.resp"
+        subprocess.run(
+            ["openssl", "ocsp", "-issuer", ca, "-cert", cert, "-no_nonce", "-reqout", req],
+            capture_output=True, check=True,
+        )
+        subprocess.run(
+            ["openssl", "ocsp", "-index", index, "-rsigner", ca, "-rkey", key, "-CA", ca,
+             "-reqin", req, "-respout", resp, "-ndays", "3650"],
+            capture_output=True, check=True,
+        )
+        out.append((cert, resp.read_bytes()))
+    return out
+
+
+def revocation_seeds():
+    inter = pem_der(PKI / "intermediate-ca.cert.pem")
+    root = pem_der(PKI / "root-ca.cert.pem")
+    crl = (PKI / "intermediate-ca.crl.der").read_bytes()
+    for name in ["signer-rsa", "signer-revoked", "signer-ec", "signer-expired", "signer-p384"]:
+        cert = pem_der(PKI / f"{name}.cert.pem")
+        put("revocation", part(0, cert) + part(0, inter) + part(0, crl))
+    put("revocation", part(0, inter) + part(0, root))
+    with tempfile.TemporaryDirectory() as tmp:
+        for cert, resp in ocsp_responses(pathlib.Path(tmp)):
+            put("revocation", part(0, pem_der(cert)) + part(0, inter) + part(1, resp))
+            put("revocation", part(0, pem_der(cert)) + part(0, inter) + part(0, crl) + part(1, resp))
+
+
+def anchor_seeds():
+    needle = b"${ttd}"
+    for p in sorted((FIXTURES / "pdf").glob("letter*.pdf")):
+        data = p.read_bytes()
+        for m in re.finditer(rb"stream\r?\n", data):
+            end = data.find(b"endstream", m.end())
+            body = data[m.end() : end]
+            head = data[max(0, m.start() - 200) : m.start()]
+            if b"/FlateDecode" in head.split(b"obj")[-1]:
+                try:
+                    body = zlib.decompress(body)
+                except zlib.error:
+                    continue
+            if b"Tf" in body:
+                put("anchor", bytes([len(needle)]) + needle + body)
+
+
+def main():
+    pdfs = pdf_seeds()
+    cms_seeds(pdfs)
+    revocation_seeds()
+    anchor_seeds()
+    for d in sorted(CORPUS.iterdir()):
+        print(f"{d.name}: {len(list(d.iterdir()))} seeds")
+
+
+if __name__ == "__main__":
+    main()
