@@ -3,7 +3,7 @@
 
     python3 fuzz/seed-corpus.py        # from the crate root or from fuzz/
 
-pdf_parse, verify_pdf: every fixture PDF.
+pdf_parse, verify_pdf, pdf_sign: every fixture PDF.
 cms_parse:  the /Contents of every signed fixture (CMS SignedData, DER and BER, with
             time-stamp tokens and adbe revocation archival), trimmed of zero padding.
 revocation: certificate + issuer + CRL / OCSP response from fixtures/pki, in the part format of
@@ -64,6 +64,7 @@ def pdf_seeds():
         data = p.read_bytes()
         put("pdf_parse", data)
         put("verify_pdf", data)
+        put("pdf_sign", data)
     return pdfs
 
 

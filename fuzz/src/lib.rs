@@ -9,10 +9,11 @@
 use segel::clock::FixedClock;
 use segel::cms::SignedCms;
 use segel::cms::verify::{verify_signer, verify_timestamp};
-use segel::pdf::ParsedPdf;
+use segel::keys::{SoftwareSigner, load_certificates_pem};
 use segel::pdf::anchor::find_anchor;
 use segel::pdf::parse::find_startxref;
 use segel::pdf::signatures::{find_signatures, revision_ends};
+use segel::pdf::{ParsedPdf, Placement, SignRequest, Visibility, sign_pdf};
 use segel::trust::chain::naive_chain;
 use segel::trust::revocation::{RevocationData, crl_urls, status};
 use segel::trust::{EkuPolicy, RevocationSource, TrustStore, VerifyOptions, validate_chain};
@@ -33,6 +34,63 @@ static STORE: LazyLock<TrustStore> = LazyLock::new(|| TrustStore {
     intermediates: vec![include_bytes!("../../fixtures/pki/intermediate-ca.cert.der").to_vec()],
     crls: vec![include_bytes!("../../fixtures/pki/intermediate-ca.crl.der").to_vec()],
 });
+
+/// The fixture P-256 signer (test key, fixtures/pki) with its chain; `None` only if the fixture
+/// files are broken, which the smoke test's signing of an intact letter would show.
+static SIGNER: LazyLock<Option<SoftwareSigner>> = LazyLock::new(|| {
+    let mut chain =
+        load_certificates_pem(include_bytes!("../../fixtures/pki/signer-ec.cert.pem")).ok()?;
+    chain.extend(
+        load_certificates_pem(include_bytes!(
+            "../../fixtures/pki/intermediate-ca.cert.pem"
+        ))
+        .ok()?,
+    );
+    SoftwareSigner::from_pem(
+        include_bytes!("../../fixtures/pki/signer-ec.key.pem"),
+        chain,
+        false,
+    )
+    .ok()
+});
+
+/// Target `pdf_sign`: what the service does with an uploaded PDF, signing it by incremental
+/// update three ways: invisibly, with an initials stamp over the anchor `${ttd}`, and with one
+/// at a fixed rectangle of page 1 (parse for appending, form fields, DocMDP, anchor search,
+/// appearance, writing the revision and the /ByteRange). Returns how many signings succeeded.
+pub fn pdf_sign(data: &[u8]) -> usize {
+    let Some(signer) = SIGNER.as_ref() else {
+        return 0;
+    };
+    let clock = FixedClock(fixed_time());
+    let initials = |placement| Visibility::Initials {
+        placement,
+        initials: "BS".into(),
+    };
+    let visibilities = [
+        Visibility::Invisible,
+        initials(Placement::Anchor {
+            text: "${ttd}".into(),
+            size: None,
+        }),
+        initials(Placement::Rect {
+            page: 1,
+            rect: [50.0, 50.0, 80.0, 40.0],
+        }),
+    ];
+    let mut signed = 0;
+    for visibility in visibilities {
+        let req = SignRequest {
+            visibility,
+            reason: Some("Fuzz".into()),
+            ..Default::default()
+        };
+        if sign_pdf(data.to_vec(), signer, &req, &clock).is_ok() {
+            signed += 1;
+        }
+    }
+    signed
+}
 
 /// Target `pdf_parse`: the three ways Segel reads a PDF (for signing, lean for signing, for
 /// verification), then what signing and verification read from the parsed document: form

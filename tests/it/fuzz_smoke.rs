@@ -271,6 +271,7 @@ fn saved_crashing_inputs_no_longer_panic() {
             "cms_parse" => |d| drop(harness::cms_parse(d)),
             "revocation" => |d| drop(harness::revocation(d)),
             "anchor" => |d| drop(harness::anchor(d)),
+            "pdf_sign" => |d| drop(harness::pdf_sign(d)),
             other => panic!("fuzz/regressions/{other}: no such fuzz target"),
         };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&target)
@@ -334,6 +335,41 @@ fn mutated_fixture_pdfs_never_panic_the_parser_or_verifier() {
         with_signatures > 1000,
         "only {with_signatures} of {reports} reports had signatures"
     );
+}
+
+/// The unsigned fixture PDFs (inputs the service signs), mutated, through signing.
+#[test]
+fn mutated_inputs_never_panic_signing() {
+    let pdfs: Vec<PathBuf> = fixture_pdfs()
+        .into_iter()
+        .filter(|p| {
+            p.parent()
+                .is_some_and(|d| d.ends_with("pdf") || d.ends_with("bad"))
+        })
+        .collect();
+    let letter = std::fs::read(root().join("fixtures/pdf/letter.pdf")).unwrap();
+    assert_eq!(
+        harness::pdf_sign(&letter),
+        3,
+        "the intact letter signs three ways"
+    );
+    let mut failures = Vec::new();
+    let mut signed = 0;
+    for (i, path) in pdfs.iter().enumerate() {
+        let data = std::fs::read(path).unwrap();
+        let mut rng = Rng(0x5167_0000 + i as u64);
+        for round in 0..30 {
+            let input = mutant(&mut rng, &data, &letter);
+            let what = format!("{} signing mutant {round}", rel(path));
+            signed += no_panic(&what, &input, &mut failures, harness::pdf_sign).unwrap_or(0);
+        }
+    }
+    eprintln!(
+        "signing: {signed} signed documents from {} mutants",
+        pdfs.len() * 30
+    );
+    assert!(failures.is_empty(), "panicked on:\n{}", failures.join("\n"));
+    assert!(signed > 100, "only {signed} mutants could be signed");
 }
 
 /// The CMS of every signed fixture, mutated as bytes.
