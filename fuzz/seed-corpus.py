@@ -10,6 +10,7 @@ revocation: certificate + issuer + CRL / OCSP response from fixtures/pki, in the
             segel_fuzz::split_parts; the OCSP responses are made here with the openssl CLI,
             signed by the fixture intermediate CA (test keys, see fixtures/NOTES.md).
 anchor:     the content streams of the fixture letters, after the anchor `${ttd}`.
+stamp_image: small PNGs of every colour type and JPEG headers, made here.
 Needs python3 (stdlib) and, for the OCSP seeds, openssl 3.
 """
 
@@ -146,11 +147,46 @@ def anchor_seeds():
                 put("anchor", bytes([len(needle)]) + needle + body)
 
 
+def png(width, height, color_type, bit_depth, rows, extra=b""):
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    ihdr += bytes([bit_depth, color_type, 0, 0, 0])
+    raw = b"".join(b"\0" + r for r in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def image_seeds():
+    """Small PNGs of each colour type and JPEG headers (SOF0/SOF2, APP14 Adobe)."""
+    put("stamp_image", png(2, 2, 0, 8, [b"\x00\xff", b"\x80\x40"]))
+    put("stamp_image", png(2, 1, 2, 8, [b"\xff\x00\x00\x00\xff\x00"]))
+    put("stamp_image", png(2, 1, 6, 8, [b"\xff\x00\x00\x80\x00\xff\x00\xff"]))
+    put("stamp_image", png(2, 1, 4, 16, [b"\x12\x34\x80\x00\xff\xff\xff\xff"]))
+    plte = b"PLTE"
+    palette = b"\xff\x00\x00\x00\x00\xff"
+    crc = zlib.crc32(plte + palette).to_bytes(4, "big")
+    put("stamp_image", png(4, 1, 3, 2, [b"\x1b"], len(palette).to_bytes(4, "big") + plte + palette + crc))
+    for sof, comps, adobe in [(0xC0, 3, False), (0xC2, 1, False), (0xC0, 4, True)]:
+        jpg = b"\xff\xd8"
+        if adobe:
+            app = b"Adobe\x00\x64\x00\x00\x00\x00\x02"
+            jpg += b"\xff\xee" + (len(app) + 2).to_bytes(2, "big") + app
+        frame = bytes([8]) + (20).to_bytes(2, "big") + (30).to_bytes(2, "big") + bytes([comps])
+        frame += b"".join(bytes([i + 1, 0x11, 0]) for i in range(comps))
+        jpg += bytes([0xFF, sof]) + (len(frame) + 2).to_bytes(2, "big") + frame
+        scan = bytes([comps]) + b"".join(bytes([i + 1, 0]) for i in range(comps)) + b"\x00\x3f\x00"
+        jpg += b"\xff\xda" + (len(scan) + 2).to_bytes(2, "big") + scan + b"\x00" * 8 + b"\xff\xd9"
+        put("stamp_image", jpg)
+
+
 def main():
     pdfs = pdf_seeds()
     cms_seeds(pdfs)
     revocation_seeds()
     anchor_seeds()
+    image_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(f"{d.name}: {len(list(d.iterdir()))} seeds")
 

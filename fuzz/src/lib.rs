@@ -92,6 +92,22 @@ pub fn pdf_sign(data: &[u8]) -> usize {
     signed
 }
 
+/// Target `stamp_image`: a signer's uploaded signature specimen (PNG of any colour type and bit
+/// depth, or JPEG headers), decoded and drawn into a stamp appearance. Returns whether it was
+/// accepted.
+pub fn stamp_image(data: &[u8]) -> bool {
+    let Ok(image) = segel::pdf::StampImage::decode(data) else {
+        return false;
+    };
+    let _ = image.has_mask();
+    let mut next = 10;
+    let _ = image.write_objects(|_| {
+        next += 1;
+        (next, 0)
+    });
+    segel::pdf::appearance::image_stamp(&image, 120.0, 60.0).is_ok()
+}
+
 /// Target `pdf_parse`: the three ways Segel reads a PDF (for signing, lean for signing, for
 /// verification), then what signing and verification read from the parsed document: form
 /// fields, DocMDP, signatures with their /ByteRange and /Contents, and the anchor text search

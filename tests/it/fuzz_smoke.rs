@@ -272,6 +272,7 @@ fn saved_crashing_inputs_no_longer_panic() {
             "revocation" => |d| drop(harness::revocation(d)),
             "anchor" => |d| drop(harness::anchor(d)),
             "pdf_sign" => |d| drop(harness::pdf_sign(d)),
+            "stamp_image" => |d| drop(harness::stamp_image(d)),
             other => panic!("fuzz/regressions/{other}: no such fuzz target"),
         };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&target)
@@ -535,4 +536,57 @@ fn mutated_content_streams_never_panic_the_anchor_search() {
     assert!(failures.is_empty(), "panicked on:\n{}", failures.join("\n"));
     eprintln!("anchor: found in {found} of 300 mutants");
     assert!(found > 30, "the anchor survived in only {found} mutants");
+}
+
+/// An RGBA PNG with a gradient and partial transparency.
+fn rgba_png() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, 16, 8);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().unwrap();
+    let data: Vec<u8> = (0..16 * 8 * 4).map(|i| (i * 7) as u8).collect();
+    w.write_image_data(&data).unwrap();
+    drop(w);
+    out
+}
+
+/// The headers of a baseline RGB JPEG (all that Segel reads of it).
+fn jpeg_headers() -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8];
+    j.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8, 0, 30, 0, 20, 3]);
+    j.extend_from_slice(&[1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]);
+    j.extend_from_slice(&[0xFF, 0xDA, 0, 12, 3, 1, 0, 2, 0, 3, 0, 0, 0x3F, 0]);
+    j.extend_from_slice(&[0; 8]);
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+/// Signature specimen images, mutated, through decoding and the stamp appearance.
+#[test]
+fn mutated_images_never_panic_the_stamp() {
+    let mut failures = Vec::new();
+    let mut accepted = 0;
+    for (i, seed) in [rgba_png(), jpeg_headers()].into_iter().enumerate() {
+        assert!(harness::stamp_image(&seed), "intact image {i} is accepted");
+        let mut rng = Rng(0x1A6E_0000 + i as u64);
+        for round in 0..300 {
+            let mut input = seed.clone();
+            for _ in 0..1 + rng.below(3) {
+                let len = input.len();
+                match rng.below(3) {
+                    0 => input[rng.below(len)] ^= 1 << rng.below(8),
+                    1 => input.truncate(rng.below(len + 1).max(3)),
+                    _ => input.insert(rng.below(len + 1), rng.byte()),
+                }
+            }
+            let what = format!("image {i} mutant {round}");
+            if no_panic(&what, &input, &mut failures, harness::stamp_image) == Some(true) {
+                accepted += 1;
+            }
+        }
+    }
+    eprintln!("images: {accepted} of 600 mutants accepted");
+    assert!(failures.is_empty(), "panicked on:\n{}", failures.join("\n"));
+    assert!(accepted > 30, "only {accepted} mutants were accepted");
 }
