@@ -35,26 +35,12 @@ fn pem_signer(dir: &Path, stem: &str) -> Result<SoftwareSigner, StartError> {
 
 /// The organisation seal in a PKCS#11 token, as `[seal_hsm]` describes it.
 fn hsm_signer(h: &crate::config::HsmKey) -> Result<Arc<dyn Signer>, StartError> {
-    use crate::keys::pkcs11::{Pin, PinSource, Pkcs11Config, Pkcs11Signer};
-    let source = match (&h.pin_env, &h.pin_file) {
-        (Some(var), None) => PinSource::Env(var.clone()),
-        (None, Some(file)) => PinSource::File(file.clone()),
-        _ => {
-            return Err(StartError(
-                "seal_hsm: give exactly one of pin_env and pin_file".into(),
-            ));
-        }
-    };
+    use crate::keys::pkcs11::{Pin, Pkcs11Config, Pkcs11Signer};
+    let source =
+        crate::keys::keystore::pin_source(&h.pin_env, &h.pin_file).map_err(err("seal_hsm"))?;
     let key_id = match &h.key_id {
         Some(hex) => Some(
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|b| u8::from_str_radix(b, 16).ok())
-                })
-                .collect::<Option<Vec<u8>>>()
-                .filter(|_| hex.len() % 2 == 0)
+            crate::keys::devpki::hex_decode(hex)
                 .ok_or_else(|| StartError(format!("seal_hsm: key_id {hex:?} is not hex")))?,
         ),
         None => None,

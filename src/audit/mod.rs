@@ -276,27 +276,14 @@ pub async fn append_all(
         ));
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO audit_log (seq, at, actor_kind, actor_id, action, document_id, details, prev_hash, hash) VALUES ",
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at, actor_kind, actor_id, action, document_id, details, prev_hash, hash) VALUES {}",
+            crate::storage::values_rows(
+                chunk.len(),
+                9,
+                "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9})"
+            )
         );
-        for r in 0..chunk.len() {
-            let b = r * 9;
-            if r > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9
-            ));
-        }
         let mut q = sqlx::query(&sql);
         for (seq, at, entry, details, prev_hash, hash) in chunk {
             q = q
@@ -342,6 +329,9 @@ pub async fn checkpoint(
     store_checkpoint(db, signer, head.seq, &head.hash, at_millis).await
 }
 
+/// Most checkpoints [`maybe_checkpoint`] signs in one call.
+const MAX_CHECKPOINTS_PER_CALL: i64 = 16;
+
 /// Sign a checkpoint at every multiple of `every` the log has reached since the last one — a
 /// batch of letters can carry the head past several at once — unless one exists there already
 /// (several instances may race for it; one wins). Call it after commits. Returns the highest
@@ -372,7 +362,10 @@ pub async fn maybe_checkpoint(
     .await?;
     let mut signed = None;
     let mut seq = last.map_or(every, |l| l + every);
-    while seq <= target {
+    // A long log without checkpoints (or a smaller `every`) is caught up a bounded step at a
+    // time, so no single request pays for all of it.
+    let stop = target.min(seq.saturating_add(every.saturating_mul(MAX_CHECKPOINTS_PER_CALL - 1)));
+    while seq <= stop {
         let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
             .bind(seq)
             .fetch_optional(&db.pool)

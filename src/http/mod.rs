@@ -52,22 +52,31 @@ impl RateLimiter {
     /// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
     /// received the request from; anything left of that was written by the client and proves
     /// nothing). From any other peer the header is ignored: it could say anything.
+    ///
+    /// The hops are read from the right, one at a time: a hop that does not parse ends the
+    /// walk there (it was not written by a trusted proxy), so a client cannot shake off its
+    /// own address by prefixing junk. Addresses compare in canonical form, so a proxy seen as
+    /// `::ffff:10.0.0.2` on a dual-stack socket is the configured `10.0.0.2`.
     fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-        if !self.trusted_proxies.contains(&peer) {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&ip.to_canonical());
+        if !trusted(&peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = headers
+        let mut hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|h| h.trim().parse::<IpAddr>())
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        hops.into_iter()
-            .rev()
-            .find(|ip| !self.trusted_proxies.contains(ip))
-            .unwrap_or(peer)
+            .collect();
+        let mut client = peer;
+        while let Some(hop) = hops.pop() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted(&ip) => client = ip,
+                Ok(ip) => return ip.to_canonical(),
+                Err(_) => break,
+            }
+        }
+        client.to_canonical()
     }
 
     fn allow(&self, ip: IpAddr) -> bool {
@@ -262,6 +271,14 @@ mod tests {
         // No header, or one that does not parse: the proxy itself.
         assert_eq!(limiter.client(proxy, &HeaderMap::new()), proxy);
         assert_eq!(limiter.client(proxy, &forwarded(&["unknown"])), proxy);
+        // Junk written by the client before the address the proxy appended changes nothing.
+        let h = forwarded(&["junk, 203.0.113.7"]);
+        assert_eq!(limiter.client(proxy, &h), client);
+        let h = forwarded(&["junk", "203.0.113.7"]);
+        assert_eq!(limiter.client(proxy, &h), client);
+        // A dual-stack socket reports the proxy as an IPv4-mapped IPv6 address.
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(limiter.client(mapped, &forwarded(&["203.0.113.7"])), client);
         // From anyone else the header is ignored.
         let stranger: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(

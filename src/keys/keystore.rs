@@ -230,7 +230,7 @@ pub struct HsmSpec {
     pub pin_file: Option<PathBuf>,
 }
 
-fn pin_source(
+pub(crate) fn pin_source(
     pin_env: &Option<String>,
     pin_file: &Option<PathBuf>,
 ) -> Result<super::pkcs11::PinSource, KeyError> {
@@ -505,7 +505,6 @@ impl FileKeyStore {
         self
     }
 
-    /// The caller's CRLs plus the current contents of the watched CRL files.
     /// The lifecycle check of officials' keys, for a key kept elsewhere (the organisation seal
     /// in an HSM or a PEM file): `chain[0]` must be valid at `now`, come with its issuer's
     /// certificate, and not be revoked by `crls` or the CRL files this store watches.
@@ -521,6 +520,7 @@ impl FileKeyStore {
         check_certificate_state(leaf, now, chain, &self.effective_crls(crls))
     }
 
+    /// The caller's CRLs plus the current contents of the watched CRL files.
     fn effective_crls(&self, given: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut all = given.to_vec();
         if let Some(files) = &self.crl_files {

@@ -691,13 +691,6 @@ impl fmt::Debug for Pkcs11Key {
     }
 }
 
-/// What the process knows of a key it was asked to open.
-enum Opened {
-    Key(Arc<Pkcs11Key>),
-    /// The token refused this PIN when the key was first opened.
-    PinRefused(String),
-}
-
 /// Which key, and with which PIN: a corrected PIN opens the key afresh.
 #[derive(PartialEq, Eq, Hash)]
 struct KeyAddress {
@@ -705,60 +698,97 @@ struct KeyAddress {
     token: String,
     label: Option<String>,
     id: Option<Vec<u8>>,
-    pin_digest: [u8; 32],
+    pin: [u8; 32],
+}
+
+/// A token and a PIN it refused. Tokens count wrong PINs per token, not per key, so one refusal
+/// stops that PIN for every key of the token.
+type RefusedPin = (PathBuf, String, [u8; 32]);
+
+fn refused_pins() -> &'static Mutex<std::collections::HashSet<RefusedPin>> {
+    static REFUSED: OnceLock<Mutex<std::collections::HashSet<RefusedPin>>> = OnceLock::new();
+    REFUSED.get_or_init(Default::default)
+}
+
+/// The PIN as a tag that tells PINs apart without keeping a guessable digest of it: an HMAC
+/// under a key drawn once per process.
+fn pin_tag(pin: &Pin) -> [u8; 32] {
+    static KEY: OnceLock<ring::hmac::Key> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            // The system's random source failing is not something a signing service can go
+            // on without; ring's own key generation panics the same way elsewhere.
+            .expect("system randomness for the PIN tag key")
+    });
+    ring::hmac::sign(key, pin.0.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("HMAC-SHA256 is 32 bytes")
+}
+
+fn canonical_module(cfg: &Pkcs11Config) -> PathBuf {
+    cfg.module
+        .canonicalize()
+        .unwrap_or_else(|_| cfg.module.clone())
+}
+
+/// Remember that the token of `cfg` refused its PIN.
+fn refuse_pin(cfg: &Pkcs11Config) {
+    lock(refused_pins()).insert((
+        canonical_module(cfg),
+        cfg.token_label.clone(),
+        pin_tag(&cfg.pin),
+    ));
 }
 
 /// The process-wide key for `cfg`, opened (and logged in) on first use.
 ///
 /// The service opens an official's key for every approval and every readiness probe. Were each
 /// opening a key of its own, each would log in, keep a session pool of its own, and forget that
-/// the token refused the PIN: a wrong PIN would be tried again on every probe, and a real token
-/// locks its PIN after a few wrong tries. So a key is opened once per module, token, label, id
-/// and PIN; a refused PIN is remembered as refused and not presented again until it changes.
+/// the token refused the PIN: a wrong PIN would be tried again on every probe and for every key
+/// of the token, and a real token locks its PIN after a few wrong tries. So a key is opened once
+/// per module, token, label, id and PIN, and a PIN a token refused is not presented to that
+/// token again until it changes.
 fn shared_key(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Arc<Pkcs11Key>, KeyError> {
-    static OPENED: OnceLock<Mutex<HashMap<KeyAddress, Opened>>> = OnceLock::new();
+    static OPENED: OnceLock<Mutex<HashMap<KeyAddress, Arc<Pkcs11Key>>>> = OnceLock::new();
+    let module = canonical_module(&cfg);
+    let pin = pin_tag(&cfg.pin);
+    if lock(refused_pins()).contains(&(module.clone(), cfg.token_label.clone(), pin)) {
+        return Err(KeyError::Unavailable(format!(
+            "PKCS#11 token {:?} refused this PIN earlier; not presenting the same PIN again \
+             (correct the PIN source)",
+            cfg.token_label
+        )));
+    }
     let address = KeyAddress {
-        module: cfg
-            .module
-            .canonicalize()
-            .unwrap_or_else(|_| cfg.module.clone()),
+        module,
         token: cfg.token_label.clone(),
         label: cfg.key_label.clone(),
         id: cfg.key_id.clone(),
-        pin_digest: {
-            let d = ring::digest::digest(&ring::digest::SHA256, cfg.pin.0.as_bytes());
-            d.as_ref().try_into().expect("SHA-256 is 32 bytes")
-        },
+        pin,
     };
     // Held while opening: two first uses of one key must not both log in (or both present a
     // wrong PIN). Openings are rare — once per key and PIN in the life of the process.
     let mut opened = lock(OPENED.get_or_init(Default::default));
-    match opened.get(&address) {
-        Some(Opened::Key(key)) => {
-            // Still there? One round trip, which also re-finds a key whose handle went stale
-            // and reconnects a lost login — so opening fails, as a first opening would, when
-            // the token or the key is gone.
-            let key = key.clone();
-            drop(opened);
-            key.health()?;
-            return Ok(key);
-        }
-        Some(Opened::PinRefused(why)) => {
-            return Err(KeyError::Unavailable(format!(
-                "{why}; not presenting the same PIN again (correct the PIN source)"
-            )));
-        }
-        None => {}
+    if let Some(key) = opened.get(&address) {
+        // Still there? One round trip, which also re-finds a key whose handle went stale and
+        // reconnects a lost login — so opening fails, as a first opening would, when the token
+        // or the key is gone.
+        let key = key.clone();
+        drop(opened);
+        key.health()?;
+        return Ok(key);
     }
+    let refused_cfg = cfg.clone();
     match Pkcs11Key::open_fresh(cfg, leaf_public) {
         Ok(key) => {
             let key = Arc::new(key);
-            opened.insert(address, Opened::Key(key.clone()));
+            opened.insert(address, key.clone());
             Ok(key)
         }
         Err((e, pin_refused)) => {
             if pin_refused {
-                opened.insert(address, Opened::PinRefused(e.to_string()));
+                refuse_pin(&refused_cfg);
             }
             Err(e)
         }
@@ -965,6 +995,7 @@ impl Pkcs11Key {
             Err(Fault::Lost(why)) => why,
             Err(Fault::Pin(why)) => {
                 self.pin_refused.store(true, Ordering::Relaxed);
+                refuse_pin(&self.cfg);
                 return Err(Fault::Pin(why).into_key_error(token));
             }
             Err(other) => return Err(other.into_key_error(token)),
@@ -973,6 +1004,7 @@ impl Pkcs11Key {
         if let Err(f) = self.reconnect(generation) {
             if let Fault::Pin(_) = f {
                 self.pin_refused.store(true, Ordering::Relaxed);
+                refuse_pin(&self.cfg);
             }
             return Err(KeyError::Unavailable(format!(
                 "PKCS#11 token {token:?} unreachable ({cause}); reconnecting failed: {}",

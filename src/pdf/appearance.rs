@@ -122,7 +122,8 @@ fn font_resources() -> Dictionary {
     res
 }
 
-fn form_xobject(width: f32, height: f32, content: String) -> Stream {
+/// A form XObject of `width` × `height` points drawing `content` with `resources`.
+fn form_xobject(width: f32, height: f32, content: String, resources: Dictionary) -> Stream {
     let mut dict = Dictionary::new();
     dict.set("Type", Object::Name(b"XObject".to_vec()));
     dict.set("Subtype", Object::Name(b"Form".to_vec()));
@@ -135,7 +136,7 @@ fn form_xobject(width: f32, height: f32, content: String) -> Stream {
             Object::Real(height),
         ]),
     );
-    dict.set("Resources", Object::Dictionary(font_resources()));
+    dict.set("Resources", Object::Dictionary(resources));
     Stream::new(dict, content.into_bytes())
 }
 
@@ -229,7 +230,7 @@ pub fn signature_stamp(text: &StampText, width: f32, height: f32) -> Result<Stre
         y -= s * 1.2;
         text_line(&mut c, *font, *s, text_x, y + s * 0.25, line);
     }
-    Ok(form_xobject(width, height, c))
+    Ok(form_xobject(width, height, c, font_resources()))
 }
 
 /// A small initials (paraf) stamp: the reviewer's initials and the date.
@@ -267,7 +268,7 @@ pub fn initials_stamp(
         2.0,
         date_text,
     );
-    Ok(form_xobject(width, height, c))
+    Ok(form_xobject(width, height, c, font_resources()))
 }
 
 /// Name of the image in an image stamp's resources.
@@ -287,20 +288,7 @@ pub fn image_stamp(image: &StampImage, width: f32, height: f32) -> Result<Stream
     let (dw, dh) = (iw * scale, ih * scale);
     let (x, y) = ((width - dw) / 2.0, (height - dh) / 2.0);
     let content = format!("q {dw:.3} 0 0 {dh:.3} {x:.3} {y:.3} cm /{IMAGE_RESOURCE} Do Q\n");
-    let mut dict = Dictionary::new();
-    dict.set("Type", Object::Name(b"XObject".to_vec()));
-    dict.set("Subtype", Object::Name(b"Form".to_vec()));
-    dict.set(
-        "BBox",
-        Object::Array(vec![
-            0.into(),
-            0.into(),
-            Object::Real(width),
-            Object::Real(height),
-        ]),
-    );
-    dict.set("Resources", Object::Dictionary(Dictionary::new()));
-    Ok(Stream::new(dict, content.into_bytes()))
+    Ok(form_xobject(width, height, content, Dictionary::new()))
 }
 
 /// Link the image XObject `image` (already written) into an image stamp's resources.

@@ -115,12 +115,15 @@ impl Db {
                 sqlx::query("SELECT pg_advisory_xact_lock(7365676501)")
                     .execute(&mut *tx)
                     .await?;
+                // DROP + CREATE rather than CREATE OR REPLACE TRIGGER, which needs PostgreSQL 14.
                 for statement in [
                     "CREATE OR REPLACE FUNCTION segel_audit_log_append_only() RETURNS trigger \
                      LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
-                    "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log \
+                    "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
+                    "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log \
                      FOR EACH ROW EXECUTE FUNCTION segel_audit_log_append_only()",
-                    "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log \
+                    "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
+                    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log \
                      FOR EACH STATEMENT EXECUTE FUNCTION segel_audit_log_append_only()",
                 ] {
                     sqlx::query(statement).execute(&mut *tx).await?;
@@ -141,7 +144,46 @@ impl Db {
     }
 }
 
+/// The `VALUES` list of a multi-row `INSERT`: `row` once per row, each `{k}` in it (1-based,
+/// up to `{per_row}`) becoming that row's k-th bound parameter, numbered on from the rows before:
+/// `values_rows(2, 2, "({1}, 'x', {2})")` is `($1, 'x', $2), ($3, 'x', $4)`.
+pub fn values_rows(rows: usize, per_row: usize, row: &str) -> String {
+    let mut out = String::with_capacity(rows * (row.len() + 8));
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        let mut rest = row;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+            match rest[open + 1..close].parse::<usize>() {
+                Ok(k) if (1..=per_row).contains(&k) => {
+                    out.push_str(&format!("${}", r * per_row + k));
+                }
+                _ => out.push_str(&rest[open..(close + 1).min(rest.len())]),
+            }
+            rest = &rest[(close + 1).min(rest.len())..];
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
 /// Milliseconds since the epoch of a clock reading.
 pub fn millis(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_rows_numbers_parameters_on() {
+        assert_eq!(
+            super::values_rows(2, 2, "({1}, 'x', {2}, {2})"),
+            "($1, 'x', $2, $2), ($3, 'x', $4, $4)"
+        );
+        assert_eq!(super::values_rows(1, 1, "({1}, '{}')"), "($1, '{}')");
+        assert_eq!(super::values_rows(0, 3, "({1})"), "");
+    }
 }

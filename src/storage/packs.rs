@@ -28,7 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const MAGIC: &[u8; 4] = b"SGB1";
@@ -69,6 +69,10 @@ struct Active {
     written: AtomicU64,
     /// Bytes known to be on disk.
     durable: Mutex<u64>,
+    /// A flush failed: what was written since the last good flush may be lost (Linux can drop
+    /// the dirty pages and report success on the next flush), so nothing more goes into this
+    /// pack and its unflushed records are forgotten.
+    failed: AtomicBool,
 }
 
 impl Active {
@@ -80,10 +84,20 @@ impl Active {
         if *durable >= end {
             return Ok(());
         }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other("an earlier flush of this pack failed"));
+        }
         let target = self.written.load(Ordering::Acquire);
-        self.file.sync_data()?;
+        if let Err(e) = self.file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         *durable = target;
         Ok(())
+    }
+
+    fn durable(&self) -> u64 {
+        *lock(&self.durable)
     }
 }
 
@@ -214,7 +228,13 @@ impl PackBlobStore {
         let mut paths = Vec::new();
         for entry in std::fs::read_dir(self.packs_dir())? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "pack") {
+            let own = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{}-", self.instance)));
+            // This process's own packs are indexed as they are written (and one being created
+            // right now must not be taken for another process's).
+            if path.extension().is_some_and(|e| e == "pack") && !own {
                 paths.push(path);
             }
         }
@@ -247,7 +267,9 @@ impl PackBlobStore {
     /// Start a new pack of this process's own: flush the current one completely, create the
     /// file, and make its directory entry durable.
     fn rotate(&self, w: &mut Writer) -> io::Result<Arc<Active>> {
-        if let Some(old) = &w.active {
+        if let Some(old) = &w.active
+            && !old.failed.load(Ordering::Acquire)
+        {
             old.sync_to(old.written.load(Ordering::Acquire))?;
         }
         let path = self
@@ -276,6 +298,7 @@ impl PackBlobStore {
             file,
             written: AtomicU64::new(0),
             durable: Mutex::new(0),
+            failed: AtomicBool::new(false),
         });
         w.active = Some(active.clone());
         Ok(active)
@@ -287,9 +310,22 @@ impl PackBlobStore {
         let active = lock(&self.writer).active.clone();
         match active {
             Some(a) if a.pack == loc.pack => a.sync_to(loc.offset + HEADER_LEN + loc.len),
-            // Packs other than the active one were flushed when they were closed, or were
-            // written by another process, which flushed them before answering for them.
-            _ => Ok(()),
+            _ => {
+                let (own, file) = {
+                    let index = self.index_read();
+                    let pack = &index.packs[loc.pack];
+                    (pack.own, pack.file.clone())
+                };
+                if own {
+                    // Closed by this process, which flushed it completely first.
+                    Ok(())
+                } else {
+                    // Another process's record is complete on disk only once that process has
+                    // flushed it, which may not have happened yet: flush it from here (the
+                    // kernel writes a file's dirty pages whichever descriptor asks).
+                    file.sync_data()
+                }
+            }
         }
     }
 
@@ -331,7 +367,14 @@ impl BlobStore for PackBlobStore {
         let len = data.len() as u64;
         let (active, end) = {
             let mut w = lock(&self.writer);
+            // The same bytes may have been stored while this thread waited for the writer.
+            if let Some((loc, _)) = self.lookup(&sha) {
+                drop(w);
+                self.ensure_durable(loc)?;
+                return Ok(hex(&sha));
+            }
             let active = match &w.active {
+                Some(a) if a.failed.load(Ordering::Acquire) => self.rotate(&mut w)?,
                 Some(a) => {
                     let written = a.written.load(Ordering::Acquire);
                     if written > 0 && written + HEADER_LEN + len > self.pack_limit {
@@ -369,22 +412,36 @@ impl BlobStore for PackBlobStore {
             );
             (active, end)
         };
-        active.sync_to(end)?;
+        if let Err(e) = active.sync_to(end) {
+            // What was not flushed may never reach the disk: forget it, so that storing the
+            // same bytes again writes them again (into a new pack) instead of trusting them.
+            let durable = active.durable();
+            self.index_write()
+                .blobs
+                .retain(|_, l| l.pack != active.pack || l.offset + HEADER_LEN + l.len <= durable);
+            return Err(e);
+        }
         Ok(hex(&sha))
     }
 
     fn get(&self, sha256: &str) -> io::Result<Vec<u8>> {
         let sha = parse_sha(sha256)?;
-        let found = match self.lookup(&sha) {
-            Some(f) => Some(f),
-            None => {
-                self.refresh()?;
-                self.lookup(&sha)
-            }
-        };
-        match found {
+        if let Some((loc, file)) = self.lookup(&sha) {
+            return self.read_record(&sha, loc, &file);
+        }
+        // A blob of the one-file layout costs a stat; only then look for packs and records
+        // that other instances added since the last look.
+        match self.legacy.get(sha256) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        self.refresh()?;
+        match self.lookup(&sha) {
             Some((loc, file)) => self.read_record(&sha, loc, &file),
-            None => self.legacy.get(sha256),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no blob {sha256}"),
+            )),
         }
     }
 }
@@ -543,9 +600,47 @@ mod tests {
             .flat_map(|t| t.join().unwrap())
             .collect();
         let reopened = PackBlobStore::open(dir.path()).unwrap();
-        for (n, sha) in all {
-            assert_eq!(reopened.get(&sha).unwrap(), letter(n % 200));
+        for (n, sha) in &all {
+            assert_eq!(reopened.get(sha).unwrap(), letter(n % 200));
         }
+        // 320 puts of 200 different letters: each stored once.
+        let stored: u64 = packs(dir.path())
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        let unique: u64 = (0..200).map(|n| HEADER_LEN + letter(n).len() as u64).sum();
+        assert_eq!(stored, unique);
+    }
+
+    /// After a failed flush nothing more is appended to that pack; what it held unflushed is
+    /// forgotten and written again when stored again.
+    #[test]
+    fn a_failed_flush_retires_the_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackBlobStore::open(dir.path()).unwrap();
+        let kept = store.put(&letter(1)).unwrap();
+        let active = lock(&store.writer).active.clone().unwrap();
+        // As sync_to leaves it when fdatasync fails.
+        active.failed.store(true, Ordering::Release);
+        assert!(active.sync_to(u64::MAX).is_err());
+        let next = store.put(&letter(2)).unwrap();
+        assert_eq!(packs(dir.path()).len(), 2, "a new pack after the failure");
+        assert_eq!(store.get(&kept).unwrap(), letter(1));
+        assert_eq!(store.get(&next).unwrap(), letter(2));
+    }
+
+    /// This process's packs are indexed as written and never scanned as another's.
+    #[test]
+    fn refresh_leaves_own_packs_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackBlobStore::with_pack_limit(dir.path(), 2048).unwrap();
+        for n in 0..10 {
+            store.put(&letter(n)).unwrap();
+        }
+        store.refresh().unwrap();
+        let index = store.index_read();
+        assert_eq!(index.packs.len(), packs(dir.path()).len());
+        assert!(index.packs.iter().all(|p| p.own));
     }
 
     #[test]

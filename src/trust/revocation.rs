@@ -311,8 +311,9 @@ impl CrlFetcher {
 }
 
 /// CRL files re-read whenever one changes (modification time or size), so a revocation
-/// published while the service runs applies to the next lifecycle check. A file that is
-/// missing yields no CRL; one that no longer parses keeps its last good contents.
+/// published while the service runs applies to the next lifecycle check. A file that no longer
+/// parses, or that goes missing, keeps its last good contents: revocations are never forgotten
+/// because a file was damaged or removed (a file never seen yields no CRL).
 #[derive(Debug, Default)]
 pub struct CrlFiles {
     paths: Vec<std::path::PathBuf>,
@@ -373,7 +374,10 @@ impl CrlFiles {
             let stamp = std::fs::metadata(path).ok().and_then(|m| file_stamp(&m));
             if stamp != slot.stamp {
                 match stamp {
-                    None => *slot = LoadedCrl::default(),
+                    None => tracing::warn!(
+                        path = %path.display(),
+                        "CRL file missing; keeping its previous contents"
+                    ),
                     Some(_) => match std::fs::read(path).ok().and_then(|d| parse_crl_file(&d)) {
                         Some(ders) => *slot = LoadedCrl { stamp, ders },
                         None => tracing::warn!(
@@ -422,8 +426,9 @@ mod tests {
         assert_eq!(files.current(), vec![a.clone()]);
         // A file that stops parsing keeps its last good contents.
         std::fs::write(&path, b"not a CRL at all").unwrap();
-        assert_eq!(files.current(), vec![a]);
+        assert_eq!(files.current(), vec![a.clone()]);
+        // So does one that goes missing: its revocations still count.
         std::fs::remove_file(&path).unwrap();
-        assert!(files.current().is_empty());
+        assert_eq!(files.current(), vec![a]);
     }
 }

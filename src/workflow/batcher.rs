@@ -42,28 +42,14 @@ const ROWS_PER_INSERT: usize = 256;
 async fn write_batch(db: &Db, batch: &[SealRecord]) -> Result<(), String> {
     let mut tx = db.begin_write().await.map_err(|e| e.to_string())?;
     for chunk in batch.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES ",
+        let sql = format!(
+            "INSERT INTO documents (id, app_id, title, letter_number, external_ref, status, verification_code, original_sha256, current_sha256, signed_sha256, callback_url, version, created_at, updated_at) VALUES {}",
+            crate::storage::values_rows(
+                chunk.len(),
+                8,
+                "({1}, {2}, {3}, {4}, NULL, 'completed', {5}, {6}, {7}, {7}, NULL, 1, {8}, {8})"
+            )
         );
-        for n in 0..chunk.len() {
-            let b = n * 8;
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, NULL, 'completed', ${}, ${}, ${}, ${}, NULL, 1, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 7,
-                b + 8,
-                b + 8
-            ));
-        }
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q

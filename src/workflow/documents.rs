@@ -170,6 +170,42 @@ fn initials(name: &str) -> String {
         .collect()
 }
 
+/// A placement lands on the document: its page exists and its rectangle has an area, or its
+/// anchor text is found. `what` names it in the error.
+fn check_placement(
+    parsed: &ParsedPdf,
+    placement: Option<&Placement>,
+    what: &str,
+) -> Result<(), WorkflowError> {
+    match placement {
+        Some(Placement::Rect { page, rect }) => {
+            let pages = parsed.pages().len();
+            if *page == 0 || *page as usize > pages {
+                return Err(WorkflowError::invalid(
+                    "invalid_placement",
+                    format!("{what}: page {page} does not exist ({pages} pages)"),
+                ));
+            }
+            if !(rect[2] > 0.0 && rect[3] > 0.0) {
+                return Err(WorkflowError::invalid(
+                    "invalid_placement",
+                    format!("{what}: the rectangle needs a positive width and height"),
+                ));
+            }
+        }
+        Some(Placement::Anchor { text, .. }) => {
+            if crate::pdf::anchor::find_anchor(parsed, text).is_none() {
+                return Err(WorkflowError::invalid(
+                    "invalid_placement",
+                    format!("{what}: anchor {text:?} not found"),
+                ));
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 impl Workflow {
     pub fn verification_url(&self, code: &str) -> String {
         format!("{}/v/{code}", self.cfg.public_url.trim_end_matches('/'))
@@ -184,38 +220,24 @@ impl Workflow {
                 "the document is certified; Segel adds paraf and signature fields, which certification forbids",
             ));
         }
-        let pages = parsed.pages().len();
         for (i, s) in steps.iter().enumerate() {
-            match s.placement.as_ref().and_then(PlacementSpec::to_placement) {
-                Some(Placement::Rect { page, rect }) => {
-                    if page == 0 || page as usize > pages {
-                        return Err(WorkflowError::invalid(
-                            "invalid_placement",
-                            format!("step {}: page {page} does not exist ({pages} pages)", i + 1),
-                        ));
-                    }
-                    if !(rect[2] > 0.0 && rect[3] > 0.0) {
-                        return Err(WorkflowError::invalid(
-                            "invalid_placement",
-                            format!(
-                                "step {}: the rectangle needs a positive width and height",
-                                i + 1
-                            ),
-                        ));
-                    }
-                }
-                Some(Placement::Anchor { text, .. }) => {
-                    if crate::pdf::anchor::find_anchor(&parsed, &text).is_none() {
-                        return Err(WorkflowError::invalid(
-                            "invalid_placement",
-                            format!("step {}: anchor {text:?} not found", i + 1),
-                        ));
-                    }
-                }
-                None => {}
-            }
+            let placement = s.placement.as_ref().and_then(PlacementSpec::to_placement);
+            check_placement(&parsed, placement.as_ref(), &format!("step {}", i + 1))?;
         }
         Ok(())
+    }
+
+    /// That `pdf` can be read and `placement` (if any) lands on it: checked for every file of
+    /// a request before the key is unlocked, so that a bad file fails the request before any
+    /// file of it is signed.
+    pub fn check_signable(
+        &self,
+        pdf: &[u8],
+        placement: Option<&Placement>,
+        what: &str,
+    ) -> Result<(), WorkflowError> {
+        let parsed = ParsedPdf::parse_lean(pdf)?;
+        check_placement(&parsed, placement, what)
     }
 
     /// Register a document with its steps.
@@ -805,11 +827,18 @@ impl Workflow {
                 } else {
                     "running"
                 };
-                let r = sqlx::query("UPDATE jobs SET done = $1, failed = $2, status = $3, results = $4, updated_at = $5 WHERE id = $6")
+                // Only while still running: a job another instance declared interrupted (and
+                // audited as such) stays interrupted, and this one stops sealing.
+                let r = sqlx::query("UPDATE jobs SET done = $1, failed = $2, status = $3, results = $4, updated_at = $5 WHERE id = $6 AND status = 'running'")
                     .bind(done).bind(failed).bind(status).bind(serde_json::Value::Array(results.clone()).to_string()).bind(wf.now_ms()).bind(&job)
                     .execute(&wf.db.pool).await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, job, "batch progress not recorded");
+                match r {
+                    Ok(r) if r.rows_affected() == 0 => {
+                        tracing::warn!(job, "batch job no longer running; stopping");
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, job, "batch progress not recorded"),
                 }
             }
         });

@@ -447,6 +447,37 @@ async fn bsre_error_shapes() {
             .contains("signatureProperties[1]"),
         "{e}"
     );
+    // Two files with the right passphrase, the second unreadable or without the anchor its
+    // placement names: refused as a whole, before the first file is signed.
+    let anchored = json!({"tampilan": "VISIBLE", "tag_koordinat": "${ttd}"});
+    for (what, second, props, code) in [
+        (
+            "not a PDF",
+            B64.encode(b"%PDF-1.7 and nothing else"),
+            anchored.clone(),
+            "invalid_pdf",
+        ),
+        (
+            "no such anchor",
+            B64.encode(read("fixtures/pdf/letter.pdf")),
+            json!({"tampilan": "VISIBLE", "tag_koordinat": "${tidak-ada}"}),
+            "invalid_placement",
+        ),
+    ] {
+        let mut two = request(&app, anchored.clone());
+        two["file"] = json!([two["file"][0], second]);
+        two["signatureProperties"] = json!([anchored, props]);
+        let (status, e) = error_code(sign(&app, &two).await).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (422, Some(code)),
+            "{what}: {e}"
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("file[1]") || code == "invalid_pdf",
+            "{what}: {e}"
+        );
+    }
     let (status, e) = error_code(sign(&app, &wrong).await).await;
     assert_eq!((status, e["attempts_left"].as_i64()), (401, Some(3)), "{e}");
     let auditor = app.login("auditor").await;
