@@ -157,6 +157,14 @@ pub async fn sign(
             }
             (false, _, _) => Visibility::Invisible,
         };
+        let placement = match &visibility {
+            Visibility::Stamp { placement, .. } | Visibility::Image { placement, .. } => {
+                Some(placement)
+            }
+            _ => None,
+        };
+        st.wf
+            .check_signable(&pdf, placement, &format!("file[{i}]"))?;
         let reason = props.and_then(|p| p.reason.clone());
         let location = props.and_then(|p| p.location.clone());
         jobs.push((pdf, visibility, reason, location));
