@@ -344,10 +344,22 @@ async fn whole_flow(db_url: String) {
         .text()
         .await
         .unwrap();
-    assert!(
-        page.contains("B-123/DJPP/2026") && page.contains("Budi Santoso") && page.contains("SAH"),
-        "{page}"
-    );
+    // Indonesian with English: letter number, title, the SHA-256 of the signed file, both
+    // signers with their positions and times, and the status.
+    for needle in [
+        "B-123/DJPP/2026",
+        "Pemberitahuan Hasil Verifikasi",
+        &segel::workflow::sha256_hex(&signed),
+        "Budi Santoso",
+        "Sekretaris Jenderal",
+        "Siti",
+        "SAH / VALID",
+        "/ Letter number",
+        "/ Signers",
+        " WIB",
+    ] {
+        assert!(page.contains(needle), "{needle:?} not on the page: {page}");
+    }
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(signed).file_name("x.pdf"),
@@ -969,7 +981,18 @@ async fn ops_endpoints_and_a_sealed_seal_key() {
             .subject
             .contains("Segel seal")
     );
-    // Metrics: requests, signatures and days to expiry per key.
+    // Metrics: requests and their latencies, signatures, verifications, days to expiry per key.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(read("fixtures/pdf/letter.pdf")).file_name("l.pdf"),
+    );
+    let r = c
+        .post(format!("{b}/api/v1/verify"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let metrics = c
         .get(format!("{b}/metrics"))
         .send()
@@ -980,6 +1003,8 @@ async fn ops_endpoints_and_a_sealed_seal_key() {
         .unwrap();
     for needle in [
         "segel_http_requests_total",
+        "segel_http_request_seconds",
+        "segel_verifications_total",
         "segel_signatures_total",
         "segel_certificate_days_to_expiry{key=\"official:budi\"}",
         "segel_certificate_days_to_expiry{key=\"seal\"}",
