@@ -85,6 +85,7 @@ impl StampImage {
     /// channel (or tRNS transparency) becomes the soft mask.
     pub fn from_png(bytes: &[u8]) -> Result<Self, ImageError> {
         let png_err = |e: png::DecodingError| ImageError::Png(e.to_string());
+        check_palette_chunks(bytes)?;
         let mut decoder = png::Decoder::new_with_limits(
             std::io::Cursor::new(bytes),
             png::Limits {
@@ -200,6 +201,34 @@ impl StampImage {
         }
         put(Object::Stream(image))
     }
+}
+
+/// Refuse a PLTE chunk whose length is not a multiple of 3 (PNG §11.2.3: a series of 3-byte
+/// entries). The `png` crate (0.18) accepts any length from 3 to 768 and then panics while
+/// expanding such a palette, so the chunks are walked here first.
+fn check_palette_chunks(bytes: &[u8]) -> Result<(), ImageError> {
+    let mut at = 8; // after the signature
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let kind = &header[4..8];
+        if kind == b"PLTE" && len % 3 != 0 {
+            return Err(ImageError::Png(format!(
+                "the PLTE chunk is {len} bytes, not a whole number of 3-byte entries"
+            )));
+        }
+        if kind == b"IEND" {
+            break;
+        }
+        // Length, type, data and CRC; a chunk running past the end is the decoder's to report.
+        match usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(12)?.checked_add(l))
+        {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// What the start-of-frame segment of a JPEG says.
