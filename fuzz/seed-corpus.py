@@ -5,7 +5,8 @@
 
 pdf_parse, verify_pdf, pdf_sign: every fixture PDF.
 cms_parse:  the /Contents of every signed fixture (CMS SignedData, DER and BER, with
-            time-stamp tokens and adbe revocation archival), trimmed of zero padding.
+            time-stamp tokens and adbe revocation archival), trimmed of zero padding, and two
+            TimeStampResp answers of the fixture TSA made here with the openssl CLI.
 revocation: certificate + issuer + CRL / OCSP response from fixtures/pki, in the part format of
             segel_fuzz::split_parts; the OCSP responses are made here with the openssl CLI,
             signed by the fixture intermediate CA (test keys, see fixtures/NOTES.md).
@@ -16,6 +17,7 @@ Needs python3 (stdlib) and, for the OCSP seeds, openssl 3.
 
 import base64
 import hashlib
+import os
 import pathlib
 import re
 import shutil
@@ -69,6 +71,12 @@ def pdf_seeds():
     return pdfs
 
 
+def tsa_seeds():
+    with tempfile.TemporaryDirectory() as tmp:
+        for reply in tsa_replies(pathlib.Path(tmp)):
+            put("cms_parse", reply)
+
+
 def cms_seeds(pdfs):
     for p in pdfs:
         for m in re.finditer(rb"/Contents\s*<([0-9A-Fa-f]+)>", p.read_bytes()):
@@ -80,6 +88,37 @@ def cms_seeds(pdfs):
                 raw = raw[:n]
             if len(raw) > 16:
                 put("cms_parse", raw)
+
+
+def tsa_replies(tmp):
+    """TimeStampResp answers of the fixture TSA (openssl ts, fixtures/pki/tsa.cnf) over a
+    zero SHA-256 digest with nonce 1, as segel_fuzz::cms_parse asks decode_response to check,
+    and over another digest."""
+    if shutil.which("openssl") is None:
+        return []
+    env = {"PATH": os.environ.get("PATH", ""), "SEGEL_PKI_DIR": str(PKI),
+           "TSA_SERIAL": str(tmp / "tsaserial")}
+    out = []
+    for digest in ["00" * 32, "11" * 32]:
+        query, reply = tmp / "q.tsq", tmp / "r.tsr"
+        subprocess.run(
+            ["openssl", "ts", "-query", "-digest", digest, "-sha256", "-cert", "-no_nonce",
+             "-out", query], capture_output=True, check=True, env=env,
+        )
+        # Put nonce INTEGER 1 into the query: TimeStampReq ::= SEQUENCE { version,
+        # messageImprint, …, nonce, certReq }; openssl writes no nonce with -no_nonce.
+        q = query.read_bytes()
+        body = q[2:] if q[1] < 0x80 else q[2 + (q[1] & 0x7F):]
+        cert_req = b"\x01\x01\xff"
+        assert body.endswith(cert_req)
+        body = body[: -len(cert_req)] + b"\x02\x01\x01" + cert_req
+        query.write_bytes(b"\x30" + bytes([len(body)]) + body)
+        subprocess.run(
+            ["openssl", "ts", "-reply", "-config", PKI / "tsa.cnf", "-queryfile", query,
+             "-out", reply], capture_output=True, check=True, env=env,
+        )
+        out.append(reply.read_bytes())
+    return out
 
 
 def ocsp_responses(tmp):
@@ -184,6 +223,7 @@ def image_seeds():
 def main():
     pdfs = pdf_seeds()
     cms_seeds(pdfs)
+    tsa_seeds()
     revocation_seeds()
     anchor_seeds()
     image_seeds()

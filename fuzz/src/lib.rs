@@ -158,12 +158,20 @@ pub fn verify_pdf(data: &[u8]) -> Option<usize> {
 }
 
 /// Target `cms_parse`: the BER normalizer and the SignedData reader on /Contents-like bytes,
-/// every accessor the verifier uses, the signer check against each embedded certificate, and
-/// the RFC 3161 token checks. Returns whether the bytes read as a SignedData.
+/// the reader of a TSA's TimeStampResp, every accessor the verifier uses, the signer check
+/// against each embedded certificate, and the RFC 3161 token checks. Returns whether the
+/// bytes read as a SignedData.
 pub fn cms_parse(data: &[u8]) -> bool {
     let _ = segel::cms::ber::definite_len(data);
     let _ = segel::cms::ber::to_der(data);
     let _ = segel::cms::tsp::token_tst_info(data);
+    // A time-stamp authority's answer is untrusted bytes from the network as well.
+    let _ = segel::cms::tsp::decode_response(
+        data,
+        segel::keys::DigestAlgorithm::Sha256,
+        &[0; 32],
+        &[1],
+    );
     let _ = verify_timestamp(data, &[b"segel"]);
     let Ok(cms) = SignedCms::parse(data) else {
         return false;
