@@ -128,10 +128,10 @@ pub fn pdf_parse(data: &[u8]) -> Option<usize> {
         let _ = pdf.fields();
         let _ = pdf.docmdp_permission();
         let _ = pdf.has_signatures();
-        if let Ok(signatures) = find_signatures(&pdf, data) {
-            if lenient {
-                found = Some(signatures.len());
-            }
+        if let Ok(signatures) = find_signatures(&pdf, data)
+            && lenient
+        {
+            found = Some(signatures.len());
         }
         if !lenient {
             // Signing searches the anchor in documents it is about to sign.

@@ -131,56 +131,56 @@ fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, donor: &[u8]) {
         4 => {
             // Rewrite the numbers of one /ByteRange.
             let found = occurrences(data, b"/ByteRange");
-            if let Some(&at) = found.get(rng.below(found.len())) {
-                if let Some((s, e)) = value_span(data, at, 10, b"]") {
-                    let old: Vec<i64> = String::from_utf8_lossy(&data[s..e])
-                        .split(|c: char| !c.is_ascii_digit() && c != '-')
-                        .filter_map(|t| t.parse().ok())
-                        .collect();
-                    let mut nums = Vec::new();
-                    for i in 0..(3 + rng.below(3)) {
-                        let near = old.get(i).copied().unwrap_or(0);
-                        nums.push(if rng.below(3) == 0 {
-                            near
-                        } else {
-                            edgy_number(rng, len, near)
-                        });
-                    }
-                    let text = nums
-                        .iter()
-                        .map(i64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    data.splice(s..e, format!(" [{text}").into_bytes());
+            if let Some(&at) = found.get(rng.below(found.len()))
+                && let Some((s, e)) = value_span(data, at, 10, b"]")
+            {
+                let old: Vec<i64> = String::from_utf8_lossy(&data[s..e])
+                    .split(|c: char| !c.is_ascii_digit() && c != '-')
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                let mut nums = Vec::new();
+                for i in 0..(3 + rng.below(3)) {
+                    let near = old.get(i).copied().unwrap_or(0);
+                    nums.push(if rng.below(3) == 0 {
+                        near
+                    } else {
+                        edgy_number(rng, len, near)
+                    });
                 }
+                let text = nums
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                data.splice(s..e, format!(" [{text}").into_bytes());
             }
         }
         5 => {
             // Damage the CMS inside one /Contents hex string, mostly its first bytes (the DER
             // headers), keeping it hex so the /ByteRange still holds.
             let found = occurrences(data, b"/Contents <");
-            if let Some(&at) = found.get(rng.below(found.len())) {
-                if let Some((s, e)) = value_span(data, at, 11, b">") {
-                    let span = (e - s).min(if rng.below(2) == 0 { 64 } else { 8192 });
-                    for _ in 0..1 + rng.below(4) {
-                        let i = s + rng.below(span);
-                        data[i] = b"0123456789abcdef"[rng.below(16)];
-                    }
+            if let Some(&at) = found.get(rng.below(found.len()))
+                && let Some((s, e)) = value_span(data, at, 11, b">")
+            {
+                let span = (e - s).min(if rng.below(2) == 0 { 64 } else { 8192 });
+                for _ in 0..1 + rng.below(4) {
+                    let i = s + rng.below(span);
+                    data[i] = b"0123456789abcdef"[rng.below(16)];
                 }
             }
         }
         6 => {
             // Shorten, lengthen or break a /Contents hex string.
             let found = occurrences(data, b"/Contents <");
-            if let Some(&at) = found.get(rng.below(found.len())) {
-                if let Some((s, e)) = value_span(data, at, 11, b">") {
-                    match rng.below(3) {
-                        0 => {
-                            data.drain(s + rng.below(e - s + 1)..e);
-                        }
-                        1 => data.insert(s + rng.below(e - s + 1), b'0'),
-                        _ => data[s + rng.below((e - s).max(1)).min(e - s)] = b'x',
+            if let Some(&at) = found.get(rng.below(found.len()))
+                && let Some((s, e)) = value_span(data, at, 11, b">")
+            {
+                match rng.below(3) {
+                    0 => {
+                        data.drain(s + rng.below(e - s + 1)..e);
                     }
+                    1 => data.insert(s + rng.below(e - s + 1), b'0'),
+                    _ => data[s + rng.below((e - s).max(1)).min(e - s)] = b'x',
                 }
             }
         }
@@ -266,13 +266,27 @@ fn saved_crashing_inputs_no_longer_panic() {
     for target in targets {
         let name = target.file_name().unwrap().to_string_lossy().into_owned();
         let run: fn(&[u8]) = match name.as_str() {
-            "pdf_parse" => |d| drop(harness::pdf_parse(d)),
-            "verify_pdf" => |d| drop(harness::verify_pdf(d)),
-            "cms_parse" => |d| drop(harness::cms_parse(d)),
-            "revocation" => |d| drop(harness::revocation(d)),
-            "anchor" => |d| drop(harness::anchor(d)),
-            "pdf_sign" => |d| drop(harness::pdf_sign(d)),
-            "stamp_image" => |d| drop(harness::stamp_image(d)),
+            "pdf_parse" => |d| {
+                let _ = harness::pdf_parse(d);
+            },
+            "verify_pdf" => |d| {
+                let _ = harness::verify_pdf(d);
+            },
+            "cms_parse" => |d| {
+                let _ = harness::cms_parse(d);
+            },
+            "revocation" => |d| {
+                let _ = harness::revocation(d);
+            },
+            "anchor" => |d| {
+                let _ = harness::anchor(d);
+            },
+            "pdf_sign" => |d| {
+                let _ = harness::pdf_sign(d);
+            },
+            "stamp_image" => |d| {
+                let _ = harness::stamp_image(d);
+            },
             other => panic!("fuzz/regressions/{other}: no such fuzz target"),
         };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&target)
@@ -285,10 +299,11 @@ fn saved_crashing_inputs_no_longer_panic() {
         for f in files {
             let input = std::fs::read(&f).unwrap();
             no_panic(&rel(&f), &input, &mut failures, run);
-            // The PDF inputs also go through the other PDF entry point.
-            if name == "pdf_parse" || name == "verify_pdf" {
+            // The PDF inputs also go through the other PDF entry points.
+            if ["pdf_parse", "verify_pdf", "pdf_sign"].contains(&name.as_str()) {
                 no_panic(&rel(&f), &input, &mut failures, harness::pdf_parse);
                 no_panic(&rel(&f), &input, &mut failures, harness::verify_pdf);
+                no_panic(&rel(&f), &input, &mut failures, harness::pdf_sign);
             }
             count += 1;
         }
