@@ -605,3 +605,55 @@ fn mutated_images_never_panic_the_stamp() {
     assert!(failures.is_empty(), "panicked on:\n{}", failures.join("\n"));
     assert!(accepted > 30, "only {accepted} mutants were accepted");
 }
+
+/// A PDF with a content stream above the 256 KB at which signing leaves stream data out of the
+/// document model (`ParsedPdf::parse_lean`), with its /Length, `endstream` and the bytes
+/// around them damaged: the in-place emptying of large streams never panics.
+#[test]
+fn mutated_large_streams_never_panic_the_lean_parser() {
+    let mut content = b"BT /F1 11 Tf 350 250 Td (${ttd}) Tj ET\n".to_vec();
+    while content.len() < 300 * 1024 {
+        content.extend_from_slice(b"% filler filler filler filler filler filler filler\n");
+    }
+    let pdf = harness::pdf_with_content(&content);
+    assert_eq!(harness::pdf_parse(&pdf), Some(0), "the intact PDF reads");
+    let length_at = occurrences(&pdf, b"/Length ")[0] + 8;
+    let digits_end = length_at
+        + pdf[length_at..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap();
+    let endstream = occurrences(&pdf, b"endstream")[0];
+    let mut failures = Vec::new();
+    let mut read = 0;
+    let mut rng = Rng(0xB1C0_0000);
+    for round in 0..200 {
+        let mut input = pdf.clone();
+        match rng.below(4) {
+            0 => {
+                let n = edgy_number(&mut rng, content.len(), content.len() as i64);
+                input.splice(
+                    length_at..digits_end,
+                    n.unsigned_abs().to_string().into_bytes(),
+                );
+            }
+            1 => {
+                let at = endstream - 3 + rng.below(6);
+                input.insert(at, b"\n\r \0x"[rng.below(5)]);
+            }
+            2 => {
+                let at = endstream - 2 + rng.below(12);
+                input.drain(at..at + 1 + rng.below(3));
+            }
+            _ => input.truncate(endstream - rng.below(10) + rng.below(40)),
+        }
+        let what = format!("large stream mutant {round}");
+        if no_panic(&what, &input, &mut failures, harness::pdf_parse) == Some(Some(0)) {
+            read += 1;
+        }
+        no_panic(&what, &input, &mut failures, harness::verify_pdf);
+    }
+    eprintln!("large streams: {read} of 200 mutants still read");
+    assert!(failures.is_empty(), "panicked on:\n{}", failures.join("\n"));
+    assert!(read > 20, "only {read} mutants still read");
+}
