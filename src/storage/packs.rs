@@ -171,6 +171,7 @@ fn scan(
             tracing::warn!(pack = %path.display(), offset = at, "not a blob record; the rest of this pack is ignored");
             break;
         }
+        // Fixed ranges of the 44-byte header: the conversions cannot fail.
         let len = u64::from_le_bytes(header[36..44].try_into().expect("8 bytes"));
         let Some(end) = (at + HEADER_LEN).checked_add(len) else {
             break;
