@@ -79,7 +79,19 @@ impl RateLimiter {
         client.to_canonical()
     }
 
+    /// The bucket of a client: its IPv4 address, or the /64 of its IPv6 address (one host
+    /// usually holds a whole /64, and could otherwise take a fresh allowance per address).
+    fn bucket(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        }
+    }
+
     fn allow(&self, ip: IpAddr) -> bool {
+        let ip = Self::bucket(ip);
         let Ok(mut b) = self.buckets.lock() else {
             return true;
         };
@@ -285,6 +297,18 @@ mod tests {
             limiter.client(stranger, &forwarded(&["203.0.113.7"])),
             stranger
         );
+        // IPv6 clients share a bucket per /64; IPv4 ones have their own.
+        let a: IpAddr = "2001:db8:1:2::a".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::b".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::a".parse().unwrap();
+        assert_eq!(RateLimiter::bucket(a), RateLimiter::bucket(b));
+        assert_ne!(RateLimiter::bucket(a), RateLimiter::bucket(other));
+        let one = RateLimiter::new(1, vec![]);
+        assert!(one.allow(a));
+        assert!(!one.allow(b), "same /64, same allowance");
+        assert!(one.allow(other));
+        assert!(one.allow("203.0.113.7".parse().unwrap()));
+        assert!(one.allow("203.0.113.8".parse().unwrap()));
         // With no trusted proxies configured, never read.
         let plain = RateLimiter::new(10, vec![]);
         assert_eq!(plain.client(proxy, &forwarded(&["203.0.113.7"])), proxy);

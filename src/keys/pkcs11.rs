@@ -750,7 +750,8 @@ fn refuse_pin(cfg: &Pkcs11Config) {
 /// per module, token, label, id and PIN, and a PIN a token refused is not presented to that
 /// token again until it changes.
 fn shared_key(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Arc<Pkcs11Key>, KeyError> {
-    static OPENED: OnceLock<Mutex<HashMap<KeyAddress, Arc<Pkcs11Key>>>> = OnceLock::new();
+    type Slot = Arc<Mutex<Option<Arc<Pkcs11Key>>>>;
+    static OPENED: OnceLock<Mutex<HashMap<KeyAddress, Slot>>> = OnceLock::new();
     let module = canonical_module(&cfg);
     let pin = pin_tag(&cfg.pin);
     if lock(refused_pins()).contains(&(module.clone(), cfg.token_label.clone(), pin)) {
@@ -767,15 +768,20 @@ fn shared_key(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Arc<Pkcs1
         id: cfg.key_id.clone(),
         pin,
     };
-    // Held while opening: two first uses of one key must not both log in (or both present a
-    // wrong PIN). Openings are rare — once per key and PIN in the life of the process.
-    let mut opened = lock(OPENED.get_or_init(Default::default));
-    if let Some(key) = opened.get(&address) {
+    // One slot per key, locked while that key is opened: two first uses of one key must not
+    // both log in (or both present a wrong PIN), and a token that hangs holds up only its own
+    // key, not the first opening of every other.
+    let slot = lock(OPENED.get_or_init(Default::default))
+        .entry(address)
+        .or_default()
+        .clone();
+    let mut slot = lock(&slot);
+    if let Some(key) = slot.as_ref() {
         // Still there? One round trip, which also re-finds a key whose handle went stale and
         // reconnects a lost login — so opening fails, as a first opening would, when the token
         // or the key is gone.
         let key = key.clone();
-        drop(opened);
+        drop(slot);
         key.health()?;
         return Ok(key);
     }
@@ -783,7 +789,7 @@ fn shared_key(cfg: Pkcs11Config, leaf_public: Option<&[u8]>) -> Result<Arc<Pkcs1
     match Pkcs11Key::open_fresh(cfg, leaf_public) {
         Ok(key) => {
             let key = Arc::new(key);
-            opened.insert(address, key.clone());
+            *slot = Some(key.clone());
             Ok(key)
         }
         Err((e, pin_refused)) => {
