@@ -102,20 +102,7 @@ async fn revocation(db_url: String) {
         .approve(&signer, &id, 2, &app.passphrase("signer"))
         .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let signed = app
-        .client
-        .get(format!(
-            "{}/api/v1/documents/{id}/file?version=signed",
-            app.base
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let signed = app.download(&id, "signed").await.1;
     let (record, page) = public(&app, &code).await;
     assert_eq!(record["status"], "valid");
     assert!(record.get("revoked_at").is_none(), "{record}");
@@ -186,20 +173,7 @@ async fn revocation(db_url: String) {
         "{page}"
     );
     // The upload check: the file is the registered one, but the letter was revoked.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(signed).file_name("x.pdf"),
-    );
-    let checked = app
-        .client
-        .post(format!("{}/v/{code}/check", app.base))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let checked = app.check_upload(&code, signed).await;
     assert!(
         checked
             .contains("sama dengan dokumen yang terdaftar, tetapi dokumen tersebut telah DICABUT")

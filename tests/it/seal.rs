@@ -77,19 +77,7 @@ async fn concurrent_seals(db_url: String) {
         assert_eq!(doc["status"], "completed");
         assert_eq!(doc["letter_number"], format!("SE-{n}"));
         assert_eq!(doc["signed_sha256"], hex_sha256(bytes));
-        let stored = app
-            .client
-            .get(format!(
-                "{}/api/v1/documents/{id}/file?version=signed",
-                app.base
-            ))
-            .bearer_auth(app.app_key())
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let stored = app.download(id, "signed").await.1;
         assert_eq!(
             &stored[..],
             &bytes[..],

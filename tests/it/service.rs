@@ -290,20 +290,7 @@ async fn whole_flow(db_url: String) {
     assert_eq!(bodies[0]["document"]["id"], id.as_str());
 
     // Download, check with validators and the public endpoints.
-    let signed = app
-        .client
-        .get(format!(
-            "{}/api/v1/documents/{id}/file?version=signed",
-            app.base
-        ))
-        .bearer_auth(app.app_key())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let signed = app.download(&id, "signed").await.1;
     let path = write(dir.path(), "signed.pdf", &signed);
     crate::sign_interop::assert_validators_accept(&path, 2, false);
     let form = reqwest::multipart::Form::new().part(
@@ -360,20 +347,7 @@ async fn whole_flow(db_url: String) {
     ] {
         assert!(page.contains(needle), "{needle:?} not on the page: {page}");
     }
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(signed).file_name("x.pdf"),
-    );
-    let checked = app
-        .client
-        .post(format!("{}/v/{code}/check", app.base))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let checked = app.check_upload(&code, signed).await;
     assert!(
         checked.contains("sama dengan dokumen yang terdaftar"),
         "{checked}"
@@ -595,19 +569,7 @@ async fn approval_race(db_url: String) {
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
-    let signed = app
-        .client
-        .get(format!(
-            "{}/api/v1/documents/{id}/file?version=signed",
-            app.base
-        ))
-        .bearer_auth(app.app_key())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let signed = app.download(&id, "signed").await.1;
     let report = crate::verify::verify(&signed, &crate::verify::default_store());
     assert_eq!(report.signatures.len(), 1, "exactly one signature applied");
     assert!(report.all_valid());
@@ -630,6 +592,38 @@ pub fn now_ms() -> i64 {
 }
 
 impl TestApp {
+    /// `GET /api/v1/documents/{id}/file?version=…` with the demo application's key.
+    pub async fn download(&self, id: &str, version: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .client
+            .get(format!(
+                "{}/api/v1/documents/{id}/file?version={version}",
+                self.base
+            ))
+            .bearer_auth(self.app_key())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    /// The public page's upload check (`POST /v/{code}/check`) of `pdf`, as HTML.
+    pub async fn check_upload(&self, code: &str, pdf: Vec<u8>) -> String {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(pdf).file_name("x.pdf"),
+        );
+        self.client
+            .post(format!("{}/v/{code}/check", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The webhook attempts recorded for a document (`GET /api/v1/documents/{id}`).
     pub async fn webhook_attempts(&self, id: &str) -> Vec<Value> {
         let full: Value = self

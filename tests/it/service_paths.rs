@@ -102,20 +102,6 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn download(&self, id: &str, version: &str) -> (u16, Vec<u8>) {
-        let r = self
-            .client
-            .get(format!(
-                "{}/api/v1/documents/{id}/file?version={version}",
-                self.base
-            ))
-            .bearer_auth(self.app_key())
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-    }
-
     async fn submitted(&self, meta: Value) -> String {
         let r = self.submit(read("fixtures/pdf/letter.pdf"), meta).await;
         assert_eq!(r.status(), 201);
